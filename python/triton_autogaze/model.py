@@ -1,0 +1,255 @@
+"""AutoGaze: checkpoint loading, backend choice, the Pythonic ``generate`` and the upstream-compatible call.
+
+frames [B, T, 3, H, W] (normalised) -> vision encoder -> gaze decoder generation -> GazeTrace / upstream dict.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .checkpoint import load_checkpoint, validate_weights
+from .config import AutoGazeConfig
+from .record import assemble_record
+from .reference.decoder import Decoder
+from .reference.generate import GenerationOutput, TorchGenerator, frame_budget
+from .reference.vision import encode_video, resize_to_model
+from .trace import GazeTrace
+
+SEMANTICS = ("upstream", "independent")
+
+
+def check_video(video: Any, name: str = "video") -> torch.Tensor:
+    """Validate a normalised clip: a floating tensor [B, T, 3, H, W] with finite values."""
+    if not torch.is_tensor(video):
+        raise TypeError(f"{name} must be a torch.Tensor [B, T, 3, H, W], got {type(video).__name__}")
+    if video.dim() != 5:
+        raise ValueError(f"{name} must have 5 dims [B, T, 3, H, W], got shape {tuple(video.shape)}")
+    B, T, C, H, W = video.shape
+    if C != 3:
+        raise ValueError(f"{name} must have 3 channels at dim 2, got {C} (shape {tuple(video.shape)})")
+    if B == 0 or T == 0:
+        raise ValueError(f"{name} has zero {'batch rows' if B == 0 else 'frames'} (shape {tuple(video.shape)})")
+    if H == 0 or W == 0:
+        raise ValueError(f"{name} has zero-size frames (shape {tuple(video.shape)})")
+    if not video.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor of normalised pixels, got {video.dtype}")
+    if not torch.isfinite(video).all():
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    return video
+
+
+def ratios_per_frame(gazing_ratio: Any, T: int) -> list[float]:
+    """A float, or one value per frame, each in (0, 1]."""
+    if torch.is_tensor(gazing_ratio):
+        gazing_ratio = gazing_ratio.flatten().tolist() if gazing_ratio.numel() != 1 else float(gazing_ratio)
+    if isinstance(gazing_ratio, (int, float)) and not isinstance(gazing_ratio, bool):
+        vals = [float(gazing_ratio)] * T
+    elif isinstance(gazing_ratio, (list, tuple)):
+        if len(gazing_ratio) != T:
+            raise ValueError(f"gazing_ratio has {len(gazing_ratio)} values, expected one per frame ({T})")
+        vals = [float(r) for r in gazing_ratio]
+    else:
+        raise TypeError(f"gazing_ratio must be a float or a per-frame list, got {type(gazing_ratio).__name__}")
+    for r in vals:
+        if not (0.0 < r <= 1.0):  # also rejects NaN
+            raise ValueError(f"gazing_ratio must be in (0, 1], got {r}")
+    return vals
+
+
+def thresholds(task_loss_requirement: Any, B: int, T: int, device: torch.device) -> torch.Tensor:
+    """A float, one value per frame [T], or anything broadcastable to [B, T] -> finite fp32 [B, T]."""
+    tau = torch.as_tensor(task_loss_requirement, dtype=torch.float32).cpu()
+    if tau.dim() == 1 and tau.numel() == T:
+        tau = tau[None]  # one value per frame
+    try:
+        tau = torch.broadcast_to(tau, (B, T))
+    except RuntimeError:
+        raise ValueError(
+            f"task_loss_requirement of shape {tuple(tau.shape)} does not broadcast to [B, T] = [{B}, {T}]"
+        ) from None
+    if not torch.isfinite(tau).all():
+        raise ValueError("task_loss_requirement must be finite")
+    return tau.to(device).contiguous()
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    if backend == "auto":
+        if device.type == "cuda":
+            try:
+                import triton  # noqa: F401
+                return "triton"
+            except ImportError:
+                return "torch"
+        return "torch"
+    if backend == "triton":
+        if device.type != "cuda" and not interpret:
+            raise RuntimeError(
+                f"backend='triton' needs a CUDA device (got device {device}); use backend='torch' or 'auto' "
+                "(or set TRITON_INTERPRET=1 to run the kernels in Triton's CPU interpreter)"
+            )
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            raise RuntimeError("backend='triton' needs the triton package") from None
+    return backend
+
+
+@dataclass
+class Generated:
+    """Internal result of one generation call (before formatting)."""
+
+    out: GenerationOutput
+    vision: torch.Tensor  # [B, T, N, C]
+    state: Any
+    conv_cache: torch.Tensor
+
+
+class AutoGaze:
+    """The AutoGaze gaze model.
+
+    Build with :meth:`from_pretrained`. ``model(inputs, ...)`` is upstream's call (a dict out);
+    :meth:`generate` is the typed API (a :class:`GazeTrace` out).
+    """
+
+    def __init__(self, config: AutoGazeConfig, weights: dict[str, torch.Tensor], device: str | torch.device = "cpu",
+                 backend: str = "auto", dtype: torch.dtype = torch.float32, use_cuda_graph: bool = True):
+        validate_weights(config, weights)
+        self.config = config
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' requested but no CUDA device is available")
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        self.backend = resolve_backend(backend, self.device)
+        if dtype != torch.float32 and self.backend != "triton":
+            raise ValueError("dtype=torch.bfloat16 needs the triton backend; the torch reference is fp32 only")
+        self.dtype = dtype
+        self.weights = {k: v.to(self.device, torch.float32).contiguous() for k, v in weights.items()}
+        self.decoder = Decoder(self.weights, config)
+        self._torch_gen = TorchGenerator(self.decoder, config)
+        self._triton_gen = None
+        self._patch_weights = None
+        self.use_cuda_graph = use_cuda_graph
+        self.checkpoint_dir: Path | None = None
+
+    # ----- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, device: str | torch.device = "cpu",
+                        backend: str = "auto", dtype: torch.dtype = torch.float32, revision: str | None = None,
+                        use_cuda_graph: bool = True) -> "AutoGaze":
+        """Load a local checkpoint folder (config.json + model.safetensors) or a hub id (needs the hub extra).
+
+        ``"demo"`` builds deterministic untrained weights with the NVIDIA architecture.
+        """
+        if str(path_or_hub_id) == "demo" and not Path("demo").exists():
+            from .demo import demo_checkpoint
+
+            cfg, weights = demo_checkpoint()
+            model = cls(cfg, weights, device=device, backend=backend, dtype=dtype, use_cuda_graph=use_cuda_graph)
+            return model
+        cfg, weights, folder = load_checkpoint(path_or_hub_id, revision=revision)
+        model = cls(cfg, weights, device=device, backend=backend, dtype=dtype, use_cuda_graph=use_cuda_graph)
+        model.checkpoint_dir = folder
+        return model
+
+    # ----- stages ------------------------------------------------------------------------------------
+    def encode(self, video: torch.Tensor, conv_cache: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """video [B, T, 3, H, W] normalised -> (vision embeds [B, T, N, C] fp32, conv cache [B, Cv, 2, g, g])."""
+        video = video.to(self.device, torch.float32)
+        if self.backend == "triton":
+            from triton_autogaze.kernels.patch_embed import patch_embed, prepare_patch_embed_weights
+
+            if self._patch_weights is None:
+                self._patch_weights = prepare_patch_embed_weights(self.weights)
+            video = resize_to_model(video, self.config.input_img_size).contiguous()
+            return patch_embed(video, self._patch_weights, conv_cache)
+        return encode_video(self.weights, self.config, video, conv_cache)
+
+    def _generator(self):
+        if self.backend == "triton":
+            if self._triton_gen is None:
+                from .engine import TritonGenerator
+
+                self._triton_gen = TritonGenerator(self.weights, self.config, dtype=self.dtype,
+                                                   use_cuda_graph=self.use_cuda_graph)
+            return self._triton_gen
+        return self._torch_gen
+
+    def _generate(self, video: torch.Tensor, budgets: list[int], tau: torch.Tensor | None, semantics: str,
+                  state: Any = None, conv_cache: torch.Tensor | None = None) -> Generated:
+        if semantics not in SEMANTICS:
+            raise ValueError(f"batch_semantics must be one of {SEMANTICS}, got {semantics!r}")
+        with torch.inference_mode():
+            vision, new_conv = self.encode(video, conv_cache)
+            out, state = self._generator().run(vision, budgets, tau, semantics, state)
+        return Generated(out=out, vision=vision, state=state, conv_cache=new_conv)
+
+    def budgets(self, gazing_ratio: Any, T: int, max_gaze_tokens_each_frame: int | None = None) -> list[int]:
+        nv = self.config.num_vision_tokens_each_frame
+        out = [frame_budget(r, nv) for r in ratios_per_frame(gazing_ratio, T)]
+        if max_gaze_tokens_each_frame is not None:
+            if int(max_gaze_tokens_each_frame) < 1:
+                raise ValueError(f"max_gaze_tokens_each_frame must be >= 1, got {max_gaze_tokens_each_frame}")
+            out = [min(m, int(max_gaze_tokens_each_frame)) for m in out]
+        return out
+
+    # ----- Pythonic API ------------------------------------------------------------------------------
+    def generate(self, video: torch.Tensor, gazing_ratio: float | Sequence[float] = 0.75,
+                 task_loss_requirement: float | torch.Tensor | None = None,
+                 batch_semantics: str = "independent",
+                 max_gaze_tokens_each_frame: int | None = None) -> GazeTrace:
+        """Greedy gaze for a batch of normalised clips.
+
+        video: [B, T, 3, H, W] or [T, 3, H, W] float (as the image processor returns it).
+        gazing_ratio: budget per frame as a share of the 265 tokens, a float or one per frame, in (0, 1].
+        task_loss_requirement: stop a frame once the predicted task loss is <= this (None: no stopping).
+        batch_semantics: "independent" (default; each clip as if run alone) or "upstream" (batch-coupled).
+        """
+        if torch.is_tensor(video) and video.dim() == 4:
+            video = video[None]
+        video = check_video(video)
+        B, T = video.shape[:2]
+        budgets = self.budgets(gazing_ratio, T, max_gaze_tokens_each_frame)
+        tau = None if task_loss_requirement is None else thresholds(task_loss_requirement, B, T, self.device)
+        g = self._generate(video, budgets, tau, batch_semantics)
+        return self._trace(g.out, tau)
+
+    def _trace(self, out: GenerationOutput, tau: torch.Tensor | None) -> GazeTrace:
+        cfg = self.config
+        rec = assemble_record(cfg, [f.ids for f in out.frames])
+        conf = torch.cat([f.confidence for f in out.frames], dim=1)
+        return GazeTrace(
+            gazing_pos=rec["gazing_pos"], if_padded_gazing=rec["if_padded_gazing"],
+            num_gazing_each_frame=rec["num_gazing_each_frame"], gazing_mask=rec["gazing_mask"],
+            confidence=conf, grid_sizes=cfg.grid_sizes, scale_offsets=cfg.scale_offsets,
+            num_vision_tokens=cfg.num_vision_tokens_each_frame, task_loss_requirement=tau,
+        )
+
+    # ----- upstream-compatible call ------------------------------------------------------------------
+    def __call__(self, inputs: dict, gazing_ratio: Any = None, task_loss_requirement: Any = None,
+                 target_scales: Sequence[int] | None = None, target_patch_size: int | None = None,
+                 gazing_info: dict | None = None, temperature: float | None = None, generate_only: bool = False,
+                 use_cache: bool = False, past_key_values: Any = None, past_inputs_embeds: list | None = None,
+                 past_attention_mask: list | None = None, past_conv_values: list | None = None,
+                 batch_semantics: str = "upstream") -> dict:
+        """Upstream AutoGaze's ``model(inputs, ...)``: same arguments, same output keys (SPEC §7-§10)."""
+        from .upstream import upstream_call
+
+        return upstream_call(self, inputs, gazing_ratio=gazing_ratio, task_loss_requirement=task_loss_requirement,
+                             target_scales=target_scales, target_patch_size=target_patch_size,
+                             gazing_info=gazing_info, generate_only=generate_only, use_cache=use_cache,
+                             past_key_values=past_key_values, past_inputs_embeds=past_inputs_embeds,
+                             past_attention_mask=past_attention_mask, past_conv_values=past_conv_values,
+                             batch_semantics=batch_semantics)
+
+    def to(self, device: str | torch.device) -> "AutoGaze":
+        return AutoGaze(self.config, self.weights, device=device, backend="auto" if torch.device(device).type == "cuda" else "torch",
+                        dtype=self.dtype if torch.device(device).type == "cuda" else torch.float32)

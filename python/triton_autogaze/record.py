@@ -1,0 +1,50 @@
+"""Gaze records in upstream's layout (SPEC §7.4): per-frame id lists -> gazing_pos, padding flags, masks."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import AutoGazeConfig
+
+
+def assemble_record(cfg: AutoGazeConfig, frame_ids: list[torch.Tensor]) -> dict[str, object]:
+    """frame_ids: T tensors [B, L_t] int64 of frame-local ids (pads = EOS).
+
+    Returns gazing_pos [B, sum L] int64 (ids + NV*t; pads hold NV*(t+1) as upstream), if_padded_gazing
+    [B, sum L] bool, num_gazing_each_frame [T] int64, gazing_mask: list of [B, T, n_s] fp32 per scale.
+    """
+    nv, eos = cfg.num_vision_tokens_each_frame, cfg.eos_id
+    B = frame_ids[0].shape[0]
+    dev = frame_ids[0].device
+    T = len(frame_ids)
+    pos = torch.cat([ids + nv * t for t, ids in enumerate(frame_ids)], dim=1)
+    padded = torch.cat([ids == eos for ids in frame_ids], dim=1)
+    lengths = torch.tensor([ids.shape[1] for ids in frame_ids], dtype=torch.long, device=dev)
+    dense = torch.zeros(B, T, nv + 1, dtype=torch.float32, device=dev)
+    for t, ids in enumerate(frame_ids):
+        if ids.shape[1]:
+            dense[:, t].scatter_(1, ids, 1.0)
+    dense = dense[..., :nv]  # drop the pad column
+    masks = list(dense.split(list(cfg.tokens_per_scale), dim=-1))
+    return {
+        "gazing_pos": pos,
+        "if_padded_gazing": padded,
+        "num_gazing_each_frame": lengths,
+        "gazing_mask": [m.contiguous() for m in masks],
+    }
+
+
+def split_record(cfg: AutoGazeConfig, gazing_pos: torch.Tensor, if_padded: torch.Tensor,
+                 num_each_frame: torch.Tensor | list[int]) -> list[torch.Tensor]:
+    """Inverse of :func:`assemble_record`: per-frame frame-local ids [B, L_t], pads set to EOS."""
+    nv, eos = cfg.num_vision_tokens_each_frame, cfg.eos_id
+    lengths = [int(x) for x in (num_each_frame.tolist() if torch.is_tensor(num_each_frame) else num_each_frame)]
+    if sum(lengths) != gazing_pos.shape[1]:
+        raise ValueError(f"num_gazing_each_frame sums to {sum(lengths)}, gazing_pos has {gazing_pos.shape[1]} columns")
+    out, start = [], 0
+    for t, L in enumerate(lengths):
+        ids = gazing_pos[:, start:start + L] - nv * t
+        ids = torch.where(if_padded[:, start:start + L].bool(), torch.full_like(ids, eos), ids)
+        out.append(ids.long())
+        start += L
+    return out

@@ -1,0 +1,207 @@
+"""Greedy multi-token gaze generation (SPEC §6-§7, §9): vision embeddings -> gaze ids per frame.
+
+This is the oracle every fast path is tested against. It follows upstream step for step, quirks included:
+frozen decode positions, the deferred last chunk, per-frame no-repeat, element-wise task-loss padding,
+first-token exemption, budget truncation inside a step, and (with ``semantics="upstream"``) batch coupling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..config import AutoGazeConfig
+from .decoder import Decoder, KVCache
+
+NEG_INF = float("-inf")
+
+
+def frame_budget(ratio: float, num_vision_tokens: int) -> int:
+    """M_t = max(trunc(float32(ratio) * float32(NV)), 1), as upstream computes it."""
+    r = torch.tensor(ratio, dtype=torch.float32) * torch.tensor(float(num_vision_tokens), dtype=torch.float32)
+    return max(int(r.item()), 1)
+
+
+@dataclass
+class GazeState:
+    """Everything carried from one frame to the next, for one batch of rows that step together.
+
+    cache: K/V and key-mask bits of every fed token; pending: [B, m] int64 ids chosen in the last step of the
+    previous frame, not yet fed (m = 0 before the first frame); conv_cache: [B, Cv, 2, g, g] or None.
+    """
+
+    cache: KVCache
+    pending: torch.Tensor
+    conv_cache: torch.Tensor | None = None
+    frames: int = 0
+
+    def select_rows(self, rows: list[int]) -> "GazeState":
+        idx = torch.tensor(rows, device=self.pending.device)
+        return GazeState(
+            cache=self.cache.select_rows(rows),
+            pending=self.pending.index_select(0, idx),
+            conv_cache=None if self.conv_cache is None else self.conv_cache.index_select(0, idx),
+            frames=self.frames,
+        )
+
+
+@dataclass
+class FrameResult:
+    """One frame of one batch. ids: [B, L] int64 frame-local ids (pads = EOS); confidence: [B, L] fp32
+    softmax probability of the chosen id among the ids still allowed at that choice (0 at pads)."""
+
+    ids: torch.Tensor
+    confidence: torch.Tensor
+
+
+@dataclass
+class GenerationOutput:
+    frames: list[FrameResult] = field(default_factory=list)
+
+
+def new_state(decoder: Decoder, batch: int, capacity: int) -> GazeState:
+    dev = decoder.embed.device
+    return GazeState(cache=decoder.new_cache(batch, capacity),
+                     pending=torch.empty(batch, 0, dtype=torch.long, device=dev))
+
+
+def generate_frame(decoder: Decoder, cfg: AutoGazeConfig, state: GazeState, vision: torch.Tensor,
+                   budget: int, tau: torch.Tensor | None) -> FrameResult:
+    """Run SPEC §7.2 for one frame with upstream batch semantics; updates ``state`` in place.
+
+    vision: [B, N, C] fp32 connector output of this frame; tau: [B] fp32 thresholds or None.
+    """
+    K, eos = cfg.decoder.num_multi_token_pred, cfg.eos_id
+    cache, pending = state.cache, state.pending
+    B, N = vision.shape[0], vision.shape[1]
+    dev = vision.device
+    embed = decoder.embed
+
+    # Prefill: the previous frame's pending chunk, then this frame's vision tokens, with cumsum positions.
+    x = torch.cat([embed[pending], vision], dim=1)  # [B, m + N, C]
+    xm = torch.cat([pending != eos, torch.ones(B, N, dtype=torch.bool, device=dev)], dim=1)
+    Lc = cache.length
+    full = torch.cat([cache.keymask[:, :Lc], xm], dim=1)
+    pos = (full.long().cumsum(1) - 1)[:, Lc:]
+    h = decoder.forward(x, pos, xm, cache)
+    decode_pos = pos[:, -K:]  # frozen for every decode step of this frame (quirk §11.1)
+    frame_gaze_start = cache.length
+
+    ids = torch.empty(B, 0, dtype=torch.long, device=dev)
+    confs = torch.empty(B, 0, dtype=torch.float32, device=dev)
+    alive = torch.ones(B, dtype=torch.bool, device=dev)
+    first = True
+    ar = torch.arange(B, device=dev)
+    while True:
+        logits, tl = decoder.heads(h[:, -1])  # [B, K, V], [B, K]
+        scores = logits.clone()
+        if ids.shape[1]:
+            scores.scatter_(2, ids[:, None, :].expand(B, K, ids.shape[1]), NEG_INF)
+        scores[:, :, eos] = NEG_INF
+        chosen, chosen_conf, cut = [], [], False
+        for i in range(K):
+            if ids.shape[1] + i >= budget:
+                cut = True
+                break
+            s_i = scores[:, i]
+            if torch.isneginf(s_i).all():
+                cut = True
+                break
+            c = s_i.argmax(-1)  # first index on ties
+            chosen_conf.append(torch.softmax(s_i, -1)[ar, c])
+            scores[ar, i + 1:, c] = NEG_INF  # no repeats later in this step
+            chosen.append(c)
+        n = len(chosen)
+        step_ids = torch.stack(chosen, 1)  # [B, n]
+        step_conf = torch.stack(chosen_conf, 1)
+        step_ids[~alive] = eos
+        hit = torch.zeros(B, n, dtype=torch.bool, device=dev)
+        if tau is not None:
+            hit = tl[:, :n] <= tau[:, None]
+            if first:
+                hit[:, 0] = False
+            step_ids[hit] = eos
+        full_budget = ids.shape[1] + n >= budget
+        if full_budget:
+            keep = budget - ids.shape[1]
+            step_ids, step_conf = step_ids[:, :keep], step_conf[:, :keep]
+        ids = torch.cat([ids, step_ids], 1)
+        confs = torch.cat([confs, torch.where(step_ids == eos, 0.0, step_conf)], 1)
+        alive = alive & ~hit.any(1)
+        first = False
+        if full_budget or cut or not bool(alive.any()):
+            break
+        # Feed the chunk: frozen positions, mask bit 1 within the frame even for pads (quirk §11.8).
+        h = decoder.forward(embed[step_ids], decode_pos, torch.ones_like(step_ids, dtype=torch.bool), cache)
+
+    fed = ids.shape[1] - step_ids.shape[1]
+    if fed:  # from the next frame on, fed pads are masked
+        cache.keymask[:, frame_gaze_start:frame_gaze_start + fed] = ids[:, :fed] != eos
+    state.pending = step_ids
+    state.frames += 1
+    return FrameResult(ids=ids, confidence=confs)
+
+
+def capacity_for(cfg: AutoGazeConfig, frames: int, budgets: list[int]) -> int:
+    K = cfg.decoder.num_multi_token_pred
+    return sum(cfg.num_tokens + K + b + K for b in budgets) + K
+
+
+def generate_upstream(decoder: Decoder, cfg: AutoGazeConfig, vision: torch.Tensor, budgets: list[int],
+                      tau: torch.Tensor | None, state: GazeState) -> GenerationOutput:
+    """All rows step together (upstream semantics). vision: [B, T, N, C]; tau: [B, T] or None."""
+    out = GenerationOutput()
+    state.cache.reserve(capacity_for(cfg, vision.shape[1], budgets))
+    for t in range(vision.shape[1]):
+        out.frames.append(generate_frame(decoder, cfg, state, vision[:, t], budgets[t],
+                                         None if tau is None else tau[:, t]))
+    return out
+
+
+def merge_rows(cfg: AutoGazeConfig, per_row: list[GenerationOutput]) -> GenerationOutput:
+    """Stack independently generated rows into one batch, padding each frame to the longest row with EOS."""
+    eos = cfg.eos_id
+    out = GenerationOutput()
+    for t in range(len(per_row[0].frames)):
+        rows = [r.frames[t] for r in per_row]
+        L = max(f.ids.shape[1] for f in rows)
+        ids = torch.cat([torch.nn.functional.pad(f.ids, (0, L - f.ids.shape[1]), value=eos) for f in rows])
+        conf = torch.cat([torch.nn.functional.pad(f.confidence, (0, L - f.ids.shape[1])) for f in rows])
+        out.frames.append(FrameResult(ids=ids, confidence=conf))
+    return out
+
+
+@dataclass
+class TorchState:
+    """Streaming state of :class:`TorchGenerator`: one GazeState (upstream) or one per row (independent)."""
+
+    semantics: str
+    states: list[GazeState]
+
+
+class TorchGenerator:
+    """Reference generation behind the same contract as the Triton engine's ``run``."""
+
+    def __init__(self, decoder: Decoder, cfg: AutoGazeConfig):
+        self.decoder, self.cfg = decoder, cfg
+
+    def run(self, vision: torch.Tensor, budgets: list[int], tau: torch.Tensor | None, semantics: str,
+            state: TorchState | None = None) -> tuple[GenerationOutput, TorchState]:
+        """vision: [B, T, N, C]; budgets: T ints; tau: [B, T] fp32 or None."""
+        B = vision.shape[0]
+        if state is None:
+            n_states = 1 if semantics == "upstream" else B
+            rows = B if semantics == "upstream" else 1
+            state = TorchState(semantics, [new_state(self.decoder, rows, 16) for _ in range(n_states)])
+        if state.semantics != semantics:
+            raise ValueError(f"cannot continue a '{state.semantics}' stream with batch_semantics='{semantics}'")
+        if semantics == "upstream":
+            out = generate_upstream(self.decoder, self.cfg, vision, budgets, tau, state.states[0])
+            return out, state
+        outs = [
+            generate_upstream(self.decoder, self.cfg, vision[b:b + 1], budgets,
+                              None if tau is None else tau[b:b + 1], state.states[b])
+            for b in range(B)
+        ]
+        return merge_rows(self.cfg, outs), state
