@@ -58,7 +58,8 @@ int check_size(const char* name, int64_t v) {
 }
 
 int check_threads(int num_threads) {
-  if (num_threads < 0) throw py::value_error("num_threads: expected >= 0 (0 = auto), got " + std::to_string(num_threads));
+  if (num_threads < 0)
+    throw py::value_error("num_threads: expected >= 0 (0 = auto), got " + std::to_string(num_threads));
   return num_threads;
 }
 

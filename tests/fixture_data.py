@@ -18,7 +18,7 @@ STD = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float32).view(1, 1, 3, 1, 
 
 
 def shared_available() -> bool:
-    return (SHARED / "cases.json").is_file() and (SHARED / "model" / "model.safetensors").is_file()
+    return (SHARED / "cases.json").is_file()
 
 
 def model_dir() -> Path:

@@ -9,9 +9,11 @@ from fixture_data import (assert_record_equal, call_kwargs, case_params, load_ca
 from triton_autogaze import AutoGaze
 
 
-@pytest.fixture(scope="module")
-def model():
-    return AutoGaze.from_pretrained(model_dir(), device="cpu", backend="torch")
+@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def model(request):
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    return AutoGaze.from_pretrained(model_dir(), device=request.param, backend="torch")
 
 
 @pytest.mark.parametrize("root,case", case_params())
@@ -20,7 +22,7 @@ def test_generation_matches_upstream(model, root, case):
     out = model({"video": model_input(case, data)}, **call_kwargs(case))
     assert_record_equal(out, data["gazing_pos"], data["if_padded_gazing"], data["num_gazing_each_frame"])
     for s in range(4):
-        assert torch.equal(out["gazing_mask"][s], data[f"gazing_mask_{s}"]), f"scale {s}"
+        assert torch.equal(out["gazing_mask"][s].cpu(), data[f"gazing_mask_{s}"]), f"scale {s}"
     assert out["num_vision_tokens_each_frame"] == case["num_vision_tokens_each_frame"]
     assert int((~out["if_padded_gazing"]).sum()) == case["valid_tokens"]
 
@@ -29,6 +31,7 @@ def test_generation_matches_upstream(model, root, case):
 def test_independent_semantics(model, root, case):
     data = load_case(root, case)
     out = model({"video": model_input(case, data)}, batch_semantics="independent", **call_kwargs(case))
+    out = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in out.items()}
     assert (case["independent_equals_batched"]) == torch.equal(out["gazing_pos"], data["gazing_pos"])
     for b in range(case["independent_sequences"]):
         pos = data[f"independent_{b}_gazing_pos"][0]
@@ -57,7 +60,7 @@ def test_streaming_matches_clip(model, root, case):
     embeds_list = None
     for t in range(video.shape[1]):
         out = model({"video": video[:, t:t + 1]}, use_cache=True, **kw, **past)
-        parts.append(out["gazing_pos"] + 265 * t)
+        parts.append(out["gazing_pos"].cpu() + 265 * t)
         if embeds_list is None:
             embeds_list = out["past_input_embeds"]
         else:  # upstream extends the caller's list in place and returns the same object
@@ -76,7 +79,7 @@ def test_vision_embeds(model, root, case):
     data = load_case(root, case)
     video = model_input(case, data)[:1, :2]
     emb, _ = model.encode(video)
-    assert (emb - data["vision_embeds"]).abs().max().item() <= 1e-4
+    assert (emb.cpu() - data["vision_embeds"]).abs().max().item() <= 1e-4
 
 
 @pytest.mark.parametrize("root,case", [p for p in case_params() if "teacher_forced_gaze_probs" in load_case(*p.values)])
@@ -84,6 +87,6 @@ def test_teacher_forced(model, root, case):
     data = load_case(root, case)
     info = {k: data[k] for k in ("gazing_pos", "if_padded_gazing", "num_gazing_each_frame")}
     out = model({"video": model_input(case, data)}, gazing_info=info, **{k: v for k, v in call_kwargs(case).items() if k != "generate_only"})
-    probs = torch.exp(out["log_action_probs"]) - 1e-8
+    probs = torch.exp(out["log_action_probs"].cpu()) - 1e-8
     assert (probs - data["teacher_forced_gaze_probs"]).abs().max().item() <= 1e-5
-    assert (out["task_loss_prediction"] - data["teacher_forced_task_loss_prediction"]).abs().max().item() <= 1e-4
+    assert (out["task_loss_prediction"].cpu() - data["teacher_forced_task_loss_prediction"]).abs().max().item() <= 1e-4

@@ -147,7 +147,9 @@ def _stack(frames: Frames) -> np.ndarray:
         if a.ndim != 3:
             raise ValueError(f"frames[{i}]: expected rank 3 (H, W, C), got shape {tuple(a.shape)}")
         if a.shape != arrays[0].shape:
-            raise ValueError(f"frames[{i}]: shape {tuple(a.shape)} differs from frames[0] shape {tuple(arrays[0].shape)}")
+            raise ValueError(
+                f"frames[{i}]: shape {tuple(a.shape)} differs from frames[0] shape {tuple(arrays[0].shape)}"
+            )
     return _check_frames(np.stack(arrays))
 
 
