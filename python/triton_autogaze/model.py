@@ -14,6 +14,7 @@ import torch
 
 from .checkpoint import load_checkpoint, validate_weights
 from .config import AutoGazeConfig
+from .precision import exact_fp32
 from .record import assemble_record
 from .reference.decoder import Decoder
 from .reference.generate import GenerationOutput, TorchGenerator, frame_budget
@@ -164,6 +165,10 @@ class AutoGaze:
     def encode(self, video: torch.Tensor, conv_cache: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """video [B, T, 3, H, W] normalised -> (vision embeds [B, T, N, C] fp32, conv cache [B, Cv, 2, g, g])."""
         video = video.to(self.device, torch.float32)
+        with exact_fp32(self.dtype == torch.float32):
+            return self._encode(video, conv_cache)
+
+    def _encode(self, video: torch.Tensor, conv_cache: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.backend == "triton":
             from triton_autogaze.kernels.patch_embed import patch_embed, prepare_patch_embed_weights
 
@@ -187,7 +192,7 @@ class AutoGaze:
                   state: Any = None, conv_cache: torch.Tensor | None = None) -> Generated:
         if semantics not in SEMANTICS:
             raise ValueError(f"batch_semantics must be one of {SEMANTICS}, got {semantics!r}")
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_fp32(self.dtype == torch.float32):
             vision, new_conv = self.encode(video, conv_cache)
             out, state = self._generator().run(vision, budgets, tau, semantics, state)
         return Generated(out=out, vision=vision, state=state, conv_cache=new_conv)

@@ -66,7 +66,9 @@ def _base_output(model: "AutoGaze", rec: dict, tau: torch.Tensor | None) -> dict
 
 
 def _score(model: "AutoGaze", video: torch.Tensor, frame_ids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.inference_mode():
+    from .precision import exact_fp32
+
+    with torch.inference_mode(), exact_fp32():
         vision, _ = model.encode(video)
         return teacher_forced(model.decoder, model.config, vision, frame_ids)
 

@@ -123,19 +123,25 @@ class Decoder:
         return KVCache(d.num_hidden_layers, batch, d.num_attention_heads, d.head_dim, capacity,
                        device=self.embed.device, dtype=self.embed.dtype)
 
+    def rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [B, 1, 1, n, D] for position ids [B, n] (shared by q and k)."""
+        cos, sin = rope_cos_sin(self.inv_freq, pos)
+        return cos[:, None], sin[:, None]
+
     def forward(self, x: torch.Tensor, pos: torch.Tensor, new_keymask: torch.Tensor,
-                cache: KVCache | None) -> torch.Tensor:
+                cache: KVCache | None, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Run the decoder on new tokens.
 
         x: [B, n, C] fp32 input embeddings; pos: [B, n] int64 position ids; new_keymask: [B, n] bool mask bits
         of the new tokens (applied to keys). With a cache, new K/V are appended at ``cache.length`` and
         queries attend all cached keys; without one, the n tokens attend only each other.
-        Returns the final-normed hidden states [B, n, C].
+        ``rope`` may pass precomputed :meth:`rope` values for ``pos``. Returns the final-normed hidden states
+        [B, n, C].
         """
         d = self.d
         B, n, C = x.shape
         H, D = d.num_attention_heads, d.head_dim
-        cos, sin = rope_cos_sin(self.inv_freq, pos)
+        cos, sin = rope if rope is not None else self.rope(pos)
         if cache is not None:
             cache.reserve(n)
             L0 = cache.length
@@ -151,14 +157,14 @@ class Decoder:
         h = x
         for li, lw in enumerate(self.layers):
             a = rms_norm(h, lw["ln1"], d.rms_norm_eps)
-            qkv = (a @ lw["qkv"].t()).view(B, n, 3, H, D)
-            q = apply_rope(qkv[:, :, 0].transpose(1, 2), cos, sin)  # [B, H, n, D]
-            k = apply_rope(qkv[:, :, 1].transpose(1, 2), cos, sin)
-            v = qkv[:, :, 2].transpose(1, 2)
+            qkv = (a @ lw["qkv"].t()).view(B, n, 3, H, D).permute(0, 2, 3, 1, 4)  # [B, 3, H, n, D]
+            qk = apply_rope(qkv[:, :2], cos, sin)  # q and k rotated together
+            q, k, v = qk[:, 0], qk[:, 1], qkv[:, 2]  # [B, H, n, D]
             if cache is not None:
                 cache.k[li][:, :, L0:Lk] = k
                 cache.v[li][:, :, L0:Lk] = v
                 k, v = cache.k[li][:, :, :Lk], cache.v[li][:, :, :Lk]
+            # every query sees at least key 0 (a vision token), so no row of the mask is empty
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # [B, H, n, D]
             h = h + o.transpose(1, 2).reshape(B, n, C) @ lw["o"].t()
             m = rms_norm(h, lw["ln2"], d.rms_norm_eps)

@@ -86,35 +86,18 @@ def generate_frame(decoder: Decoder, cfg: AutoGazeConfig, state: GazeState, visi
     pos = (full.long().cumsum(1) - 1)[:, Lc:]
     h = decoder.forward(x, pos, xm, cache)
     decode_pos = pos[:, -K:]  # frozen for every decode step of this frame (quirk §11.1)
+    decode_rope = decoder.rope(decode_pos)
+    feed_bits = torch.ones(B, K, dtype=torch.bool, device=dev)
     frame_gaze_start = cache.length
 
     ids = torch.empty(B, 0, dtype=torch.long, device=dev)
     confs = torch.empty(B, 0, dtype=torch.float32, device=dev)
     alive = torch.ones(B, dtype=torch.bool, device=dev)
     first = True
-    ar = torch.arange(B, device=dev)
     while True:
         logits, tl = decoder.heads(h[:, -1])  # [B, K, V], [B, K]
-        scores = logits.clone()
-        if ids.shape[1]:
-            scores.scatter_(2, ids[:, None, :].expand(B, K, ids.shape[1]), NEG_INF)
-        scores[:, :, eos] = NEG_INF
-        chosen, chosen_conf, cut = [], [], False
-        for i in range(K):
-            if ids.shape[1] + i >= budget:
-                cut = True
-                break
-            s_i = scores[:, i]
-            if torch.isneginf(s_i).all():
-                cut = True
-                break
-            c = s_i.argmax(-1)  # first index on ties
-            chosen_conf.append(torch.softmax(s_i, -1)[ar, c])
-            scores[ar, i + 1:, c] = NEG_INF  # no repeats later in this step
-            chosen.append(c)
-        n = len(chosen)
-        step_ids = torch.stack(chosen, 1)  # [B, n]
-        step_conf = torch.stack(chosen_conf, 1)
+        step_ids, step_conf, cut = choose_step(logits, ids, budget, eos)
+        n = step_ids.shape[1]
         step_ids[~alive] = eos
         hit = torch.zeros(B, n, dtype=torch.bool, device=dev)
         if tau is not None:
@@ -133,7 +116,7 @@ def generate_frame(decoder: Decoder, cfg: AutoGazeConfig, state: GazeState, visi
         if full_budget or cut or not bool(alive.any()):
             break
         # Feed the chunk: frozen positions, mask bit 1 within the frame even for pads (quirk §11.8).
-        h = decoder.forward(embed[step_ids], decode_pos, torch.ones_like(step_ids, dtype=torch.bool), cache)
+        h = decoder.forward(embed[step_ids], decode_pos, feed_bits, cache, rope=decode_rope)
 
     fed = ids.shape[1] - step_ids.shape[1]
     if fed:  # from the next frame on, fed pads are masked
@@ -141,6 +124,41 @@ def generate_frame(decoder: Decoder, cfg: AutoGazeConfig, state: GazeState, visi
     state.pending = step_ids
     state.frames += 1
     return FrameResult(ids=ids, confidence=confs)
+
+
+def choose_step(logits: torch.Tensor, ids: torch.Tensor, budget: int, eos: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The greedy choice of one step (before padding): up to K ids per row.
+
+    logits: [B, K, V] fp32; ids: [B, L] ids already generated in this frame (banned on every head).
+    Returns (chosen [B, n] int64, confidence [B, n] fp32, cut) where n < K only when the budget or an
+    all-banned head stopped the step (``cut``).
+    """
+    B, K, _ = logits.shape
+    scores = logits.clone()
+    if ids.shape[1]:
+        scores.scatter_(2, ids[:, None, :].expand(B, K, ids.shape[1]), NEG_INF)
+    scores[:, :, eos] = NEG_INF
+    # With finite logits a head cannot be all-banned before the budget ends the step (ids <= budget <= NV),
+    # so the per-head check is only needed when the model produced non-finite logits.
+    check_banned = not bool(torch.isfinite(logits).all())
+    ar = torch.arange(B, device=logits.device)
+    chosen, cut = [], False
+    for i in range(K):
+        if ids.shape[1] + i >= budget or (check_banned and bool(torch.isneginf(scores[:, i]).all())):
+            cut = True
+            break
+        c = scores[:, i].argmax(-1)  # first index on ties
+        scores[ar, i + 1:, c] = NEG_INF  # no repeats later in this step
+        chosen.append(c)
+    n = len(chosen)
+    if n == 0:
+        empty = torch.empty(B, 0, dtype=torch.long, device=logits.device)
+        return empty, empty.float(), cut
+    chosen_t = torch.stack(chosen, 1)
+    # Row i of ``scores`` is final once head i has chosen (later choices ban only later heads), so one
+    # softmax gives every choice's probability among the ids allowed at that moment.
+    conf = torch.softmax(scores[:, :n], -1).gather(-1, chosen_t[..., None])[..., 0]
+    return chosen_t, conf, cut
 
 
 def capacity_for(cfg: AutoGazeConfig, frames: int, budgets: list[int]) -> int:
