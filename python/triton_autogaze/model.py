@@ -254,7 +254,3 @@ class AutoGaze:
                              past_key_values=past_key_values, past_inputs_embeds=past_inputs_embeds,
                              past_attention_mask=past_attention_mask, past_conv_values=past_conv_values,
                              batch_semantics=batch_semantics)
-
-    def to(self, device: str | torch.device) -> "AutoGaze":
-        return AutoGaze(self.config, self.weights, device=device, backend="auto" if torch.device(device).type == "cuda" else "torch",
-                        dtype=self.dtype if torch.device(device).type == "cuda" else torch.float32)
