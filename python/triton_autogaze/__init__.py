@@ -3,6 +3,8 @@
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import AutoGazeConfig, ConfigError, PreprocessorConfig
 from .model import AutoGaze
+from .pipeline import AutoGazePipeline, GazeOptions
+from .tiling import MODES
 from .trace import Fixation, GazeTrace
 from .upstream import GazeKVCache
 
@@ -10,6 +12,9 @@ __all__ = [
     "AutoGaze",
     "AutoGazeConfig",
     "AutoGazeImageProcessor",
+    "AutoGazePipeline",
+    "GazeOptions",
+    "MODES",
     "CheckpointError",
     "ConfigError",
     "Fixation",

@@ -121,6 +121,8 @@ def upstream_call(model: "AutoGaze", inputs: dict, *, gazing_ratio: Any, task_lo
     g = model._generate(video, budgets, tau, batch_semantics, state=state, conv_cache=conv)
     frame_ids = [f.ids for f in g.out.frames]
     out = _base_output(model, assemble_record(model.config, frame_ids), tau)
+    # not an upstream key: each gaze's softmax probability when it was chosen (0 at pads), [B, N] fp32
+    out["confidence"] = torch.cat([f.confidence for f in g.out.frames], dim=1)
 
     if use_cache:
         cache = past_key_values if given else GazeKVCache(g.state, batch_semantics, B, model.backend)

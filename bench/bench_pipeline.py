@@ -1,0 +1,140 @@
+"""Pipeline speed: packed RGBA 1080p 16-frame clip -> trace end to end vs the model alone, trace_video frames per
+second on the shared example video (CPU and GPU), and streaming latency per frame. GPU groups skip without CUDA.
+
+Run: python -m pytest bench/bench_pipeline.py --benchmark-only -p no:cacheprovider
+Media: $AUTOGAZE_SHARED_MEDIA (default <repo>/../shared/media)/example_input.mp4.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fixture_data import LOCAL
+from triton_autogaze.pipeline import AutoGazePipeline
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = Path(os.environ.get("AUTOGAZE_SHARED_MEDIA", REPO.parent / "shared" / "media"))
+VIDEO = MEDIA / "example_input.mp4"
+GAZE = dict(gazing_ratio=0.75, task_loss_requirement=0.7)
+BACKEND = os.environ.get("AUTOGAZE_BENCH_BACKEND", "auto")  # the GPU model backend ("torch": the reference)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_video = pytest.mark.skipif(not VIDEO.is_file(), reason=f"no {VIDEO}")
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _record_device(benchmark, device):
+    benchmark.extra_info["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
+@pytest.fixture(scope="module")
+def clip_1080p():
+    from triton_autogaze.demo import synthesize_clip
+
+    rgb = synthesize_clip(16, 1080, 1920, seed=0)
+    alpha = np.full(rgb.shape[:-1] + (1,), 255, np.uint8)
+    return np.ascontiguousarray(np.concatenate([rgb, alpha], axis=-1))  # [16, 1080, 1920, 4]
+
+
+@pytest.fixture(scope="module")
+def gpu_pipe():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    return AutoGazePipeline.from_pretrained(LOCAL / "model", device="cuda", backend=BACKEND)
+
+
+@pytest.fixture(scope="module")
+def cpu_pipe():
+    torch.set_num_threads(min(os.cpu_count() or 1, 8))
+    return AutoGazePipeline.from_pretrained(LOCAL / "model", device="cpu", backend="torch")
+
+
+@needs_cuda
+@pytest.mark.benchmark(group="gpu-rgba-1080p-16f")
+@pytest.mark.parametrize("mode", ["resize-224", "anyres-tile-224"])
+def test_gpu_rgba_clip_end_to_end(benchmark, gpu_pipe, clip_1080p, mode):
+    """Host uint8 RGBA -> upload -> Triton resize/affine -> tiles -> gaze -> stitched trace."""
+    _record_device(benchmark, "cuda")
+
+    def run():
+        trace = gpu_pipe.trace_rgba_clip(clip_1080p, mode=mode, **GAZE)
+        _sync()
+        return trace
+
+    trace = benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["tiles"] = trace.tiling.num_tiles
+    benchmark.extra_info["valid_tokens"] = int((~trace.if_padded_gazing).sum())
+
+
+@needs_cuda
+@pytest.mark.benchmark(group="gpu-rgba-1080p-16f")
+@pytest.mark.parametrize("mode", ["resize-224", "anyres-tile-224"])
+def test_gpu_model_only(benchmark, gpu_pipe, clip_1080p, mode):
+    """The model alone on the same clip's inputs, already on the GPU (what the pipeline adds is the difference)."""
+    _record_device(benchmark, "cuda")
+    frames = torch.from_numpy(clip_1080p).cuda()
+    grid = gpu_pipe.plan(1080, 1920, mode)
+    tiles = gpu_pipe.packed_tiles(frames, grid)(range(grid.num_tiles))  # [n, 16, 3, h, w]
+
+    def run():
+        for start in range(0, tiles.shape[0], 8):  # the pipeline's default tile_batch_size
+            gpu_pipe.model.generate(tiles[start:start + 8], batch_semantics="independent", **GAZE)
+        _sync()
+
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+
+
+def _trace_video(pipe, max_frames):
+    frames = 0
+    for trace in pipe.trace_video(VIDEO, progress=False, max_frames=max_frames, **GAZE):
+        frames += trace.num_frames
+    _sync()
+    return frames
+
+
+@needs_video
+@pytest.mark.benchmark(group="trace-video-example")
+def test_cpu_trace_video_fps(benchmark, cpu_pipe):
+    _record_device(benchmark, "cpu")
+    frames = benchmark.pedantic(_trace_video, args=(cpu_pipe, 16), rounds=1, iterations=1)
+    benchmark.extra_info["frames"] = frames
+    benchmark.extra_info["fps"] = frames / benchmark.stats.stats.mean
+
+
+@needs_cuda
+@needs_video
+@pytest.mark.benchmark(group="trace-video-example")
+def test_gpu_trace_video_fps(benchmark, gpu_pipe):
+    _record_device(benchmark, "cuda")
+    frames = benchmark.pedantic(_trace_video, args=(gpu_pipe, None), rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["frames"] = frames
+    benchmark.extra_info["fps"] = frames / benchmark.stats.stats.mean
+
+
+@pytest.mark.benchmark(group="stream-latency")
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_stream_latency_per_frame(benchmark, request, device):
+    """Seconds per push() of a 1080p RGBA frame in resize-224 (the realtime mode), 16 frames per round."""
+    pipe = request.getfixturevalue("gpu_pipe" if device == "cuda" else "cpu_pipe")
+    _record_device(benchmark, device)
+    from triton_autogaze.demo import synthesize_clip
+
+    rgb = synthesize_clip(16, 1080, 1920, seed=1)
+
+    def run():
+        session = pipe.stream(**GAZE)
+        for frame in rgb:
+            session.push(frame)
+        _sync()
+
+    cuda = device == "cuda"
+    benchmark.pedantic(run, rounds=3 if cuda else 1, iterations=1, warmup_rounds=1 if cuda else 0)
+    benchmark.extra_info["seconds_per_frame"] = benchmark.stats.stats.mean / len(rgb)

@@ -1,0 +1,329 @@
+"""AutoGazePipeline: packed RGB(A) uint8 clips, normalised clips, video files and live frames -> GazeTrace per
+clip (or per frame when streaming), in one of the tiling modes; tiles are gazed independently in bounded batches.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .config import PreprocessorConfig
+from .model import AutoGaze, check_video, thresholds
+from .record import assemble_record, split_record
+from .tiling import DEFAULT_MODE, TileGrid, affine_lut, check_mode, cut_tiles, plan_tiles, resize_canvas_float, \
+    resize_packed, stitch_masks
+from .trace import GazeTrace
+
+
+@dataclass(frozen=True)
+class GazeOptions:
+    """How a clip is gazed. gazing_ratio: per-frame budget share of the 265 ids, a float or one per frame, in
+    (0, 1]; task_loss_requirement: stop threshold (None: budget only); max_gaze_tokens_each_frame: hard cap per
+    tile and frame; tile_batch_size: tiles generated together (bounds memory, never changes a tile's gaze)."""
+
+    mode: str = DEFAULT_MODE
+    gazing_ratio: float | tuple[float, ...] = 0.75
+    task_loss_requirement: float | tuple[float, ...] | None = 0.7
+    max_gaze_tokens_each_frame: int | None = None
+    tile_batch_size: int = 8
+
+    def __post_init__(self):
+        check_mode(self.mode)
+        for name in ("gazing_ratio", "task_loss_requirement"):
+            v = getattr(self, name)
+            if isinstance(v, (list, np.ndarray)) or torch.is_tensor(v):
+                object.__setattr__(self, name, tuple(float(x) for x in (v.tolist() if hasattr(v, "tolist") else v)))
+        tbs = self.tile_batch_size
+        if isinstance(tbs, bool) or not isinstance(tbs, (int, np.integer)) or tbs < 1:
+            raise ValueError(f"tile_batch_size must be an int >= 1, got {tbs!r}")
+        cap = self.max_gaze_tokens_each_frame
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, np.integer)) or cap < 1):
+            raise ValueError(f"max_gaze_tokens_each_frame must be None or an int >= 1, got {cap!r}")
+
+    def for_frames(self, start: int, stop: int) -> "GazeOptions":
+        """Per-frame settings sliced to frames [start, stop) of a clip_len-periodic schedule."""
+        def cut(v):
+            return v[start:stop] if isinstance(v, tuple) else v
+        return replace(self, gazing_ratio=cut(self.gazing_ratio),
+                       task_loss_requirement=cut(self.task_loss_requirement))
+
+
+def packed_frames(frames: Any, device: torch.device, name: str = "frames") -> torch.Tensor:
+    """uint8 [T, H, W, 3|4] (or one [H, W, 3|4] frame) numpy array or tensor -> tensor on ``device``."""
+    if isinstance(frames, np.ndarray):
+        if frames.dtype != np.uint8:
+            raise TypeError(f"{name} must be uint8 packed RGB(A), got numpy {frames.dtype}; normalised float clips "
+                            "go to trace_clip")
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
+    elif not torch.is_tensor(frames):
+        raise TypeError(f"{name} must be a uint8 numpy array or tensor [T, H, W, 3|4], got {type(frames).__name__}")
+    if frames.dtype != torch.uint8:
+        raise TypeError(f"{name} must be uint8 packed RGB(A), got {frames.dtype}; normalised float clips go to "
+                        "trace_clip")
+    if frames.dim() == 3:
+        frames = frames[None]
+    if frames.dim() != 4 or frames.shape[-1] not in (3, 4):
+        raise ValueError(f"{name} must be [T, H, W, 3|4] (or one [H, W, 3|4] frame), got shape {tuple(frames.shape)}")
+    if min(frames.shape[:3]) < 1:
+        raise ValueError(f"{name} has an empty dimension: shape {tuple(frames.shape)}")
+    return frames.to(device)
+
+
+def normalised_clip(video: Any, device: torch.device, name: str = "video") -> torch.Tensor:
+    """A normalised fp32 clip [T, 3, H, W] or [1, T, 3, H, W] -> [T, 3, H, W] fp32 on ``device``."""
+    if torch.is_tensor(video) and video.dtype == torch.uint8:
+        raise TypeError(f"{name} is uint8: packed RGB(A) frames go to trace_rgba_clip")
+    if torch.is_tensor(video) and video.dim() == 4:
+        video = video[None]
+    video = check_video(video, name)
+    if video.shape[0] != 1:
+        raise ValueError(f"{name} holds {video.shape[0]} clips; pass one clip [T, 3, H, W] (nodes.TensorClipInput "
+                         "feeds a batch clip by clip)")
+    return video[0].to(device, torch.float32)
+
+
+class AutoGazePipeline:
+    """Model + processor settings -> gaze of clips, videos and frame streams in any tiling mode."""
+
+    def __init__(self, model: AutoGaze, processor_config: PreprocessorConfig | None = None):
+        self.model = model
+        self.processor_config = processor_config or PreprocessorConfig()
+        self.lut = affine_lut(self.processor_config).to(model.device)  # [3, 256] fp32: the processor affine
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, device: str | torch.device = "cpu",
+                        backend: str = "auto", dtype: torch.dtype = torch.float32,
+                        revision: str | None = None) -> "AutoGazePipeline":
+        """Load the model (a checkpoint folder, hub id or ``"demo"``) and its ``preprocessor_config.json``."""
+        model = AutoGaze.from_pretrained(path_or_hub_id, device=device, backend=backend, dtype=dtype,
+                                         revision=revision)
+        pre = None
+        folder: Path | None = model.checkpoint_dir
+        if folder is not None and (folder / "preprocessor_config.json").is_file():
+            pre = PreprocessorConfig.from_file(folder / "preprocessor_config.json")
+        return cls(model, pre)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def plan(self, height: int, width: int, mode: str = DEFAULT_MODE) -> TileGrid:
+        """Tile layout of a height x width source frame in ``mode``."""
+        pre = self.processor_config
+        return plan_tiles(height, width, mode, self.model.config.grid_sizes,
+                          shortest_edge=pre.shortest_edge if pre.do_resize else None,
+                          tile_size=self.model.config.input_img_size)
+
+    # ----- one clip ------------------------------------------------------------------------------------------------
+    def trace_rgba_clip(self, frames: Any, mode: str = DEFAULT_MODE, gazing_ratio: float | Sequence[float] = 0.75,
+                        task_loss_requirement: float | None = 0.7, max_gaze_tokens_each_frame: int | None = None,
+                        tile_batch_size: int = 8) -> GazeTrace:
+        """Gaze of one packed clip: uint8 [T, H, W, 4] RGBA (or 3-channel RGB; alpha is ignored), numpy or tensor
+        on any device. Returns a GazeTrace with one row per tile (row-major) plus stitched ``scale_masks``."""
+        opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
+        return self.run_packed(packed_frames(frames, self.device), opts)
+
+    def trace_clip(self, video: torch.Tensor, mode: str = DEFAULT_MODE, gazing_ratio: float | Sequence[float] = 0.75,
+                   task_loss_requirement: float | None = 0.7, max_gaze_tokens_each_frame: int | None = None,
+                   tile_batch_size: int = 8) -> GazeTrace:
+        """Gaze of one normalised clip: fp32 [T, 3, H, W] or [1, T, 3, H, W], as the processor returns it
+        (at the processor's resolution, or any other for the tiled modes)."""
+        opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
+        return self.run_normalised(normalised_clip(video, self.device), opts)
+
+    def run_packed(self, frames: torch.Tensor, opts: GazeOptions) -> GazeTrace:
+        """frames: uint8 [T, H, W, C] already on the model device (see :func:`packed_frames`)."""
+        grid = self.plan(frames.shape[1], frames.shape[2], opts.mode)
+        return self._run(self.packed_tiles(frames, grid), grid, frames.shape[0], opts)
+
+    def run_normalised(self, video: torch.Tensor, opts: GazeOptions) -> GazeTrace:
+        """video: fp32 [T, 3, H, W] already on the model device (see :func:`normalised_clip`)."""
+        grid = self.plan(video.shape[-2], video.shape[-1], opts.mode)
+        return self._run(self.normalised_tiles(video, grid), grid, video.shape[0], opts)
+
+    def packed_tiles(self, frames: torch.Tensor, grid: TileGrid):
+        """uint8 [T, H, W, C] -> a function: tile indices -> model inputs [n, T, 3, h, w] fp32 on the device."""
+        if grid.mode == "resize-224":
+            H_c, W_c = grid.canvas_size
+            if frames.is_cuda:  # one fused kernel: resize, then the affine from the table
+                from triton_autogaze.kernels.rgba import rgba_resize
+
+                video = rgba_resize(frames, H_c, W_c, self.lut)
+            else:  # exactly the processor: the C++ core
+                from .processing import AutoGazeImageProcessor
+
+                video = AutoGazeImageProcessor(self.processor_config)(frames)
+            return lambda tiles: video[None]
+        canvas = resize_packed(frames, *grid.canvas_size) if grid.mode == "anyres-tile-224" else frames
+        return lambda tiles: cut_tiles(canvas, grid, tiles, self.lut)
+
+    def normalised_tiles(self, video: torch.Tensor, grid: TileGrid):
+        """fp32 [T, 3, H, W] -> a function: tile indices -> model inputs [n, T, 3, h, w] fp32."""
+        canvas = resize_canvas_float(video, grid)
+        return lambda tiles: cut_tiles(canvas, grid, tiles)
+
+    def _run(self, tiles_of, grid: TileGrid, T: int, opts: GazeOptions) -> GazeTrace:
+        cfg = self.model.config
+        n, step = grid.num_tiles, opts.tile_batch_size
+        ids_parts, conf_parts = [], []
+        for start in range(0, n, step):
+            tr = self.model.generate(tiles_of(range(start, min(n, start + step))), gazing_ratio=_ratio(opts),
+                                     task_loss_requirement=_tau(opts), batch_semantics="independent",
+                                     max_gaze_tokens_each_frame=opts.max_gaze_tokens_each_frame)
+            ids_parts.append(split_record(cfg, tr.gazing_pos, tr.if_padded_gazing, tr.num_gazing_each_frame))
+            conf_parts.append(list(tr.confidence.split(tr.num_gazing_each_frame.tolist(), dim=1)))
+        return self.assemble(grid, merge_tiles(cfg.eos_id, ids_parts), merge_tiles(0.0, conf_parts), opts)
+
+    def assemble(self, grid: TileGrid, frame_ids: list[torch.Tensor], confidence: list[torch.Tensor],
+                 opts: GazeOptions, start_frame: int = 0) -> GazeTrace:
+        """Per-frame tile ids [num_tiles, L_t] (pads = EOS) and confidences -> the pipeline's GazeTrace."""
+        cfg = self.model.config
+        rec = assemble_record(cfg, frame_ids)
+        tau = _tau(opts)
+        tau = None if tau is None else thresholds(tau, grid.num_tiles, len(frame_ids), self.device)
+        return GazeTrace(
+            gazing_pos=rec["gazing_pos"], if_padded_gazing=rec["if_padded_gazing"],
+            num_gazing_each_frame=rec["num_gazing_each_frame"], gazing_mask=rec["gazing_mask"],
+            confidence=torch.cat(confidence, dim=1), grid_sizes=cfg.grid_sizes, scale_offsets=cfg.scale_offsets,
+            num_vision_tokens=cfg.num_vision_tokens_each_frame, task_loss_requirement=tau,
+            scale_masks=stitch_masks(rec["gazing_mask"], grid), tiling=grid, start_frame=start_frame)
+
+    # ----- videos and streams --------------------------------------------------------------------------------------
+    def trace_video(self, path_or_container: Any, mode: str = DEFAULT_MODE, gazing_ratio: float = 0.75,
+                    task_loss_requirement: float | None = 0.7, max_gaze_tokens_each_frame: int | None = None,
+                    tile_batch_size: int = 8, clip_len: int | None = None, max_frames: int | None = None,
+                    progress: bool = True) -> Iterator[GazeTrace]:
+        """Decode a video (path or open PyAV container) clip by clip and yield each clip's GazeTrace
+        (``start_frame`` set). Memory stays at one clip whatever the length. clip_len defaults to the model's
+        max_num_frames (16); a per-frame gazing_ratio list must have clip_len values."""
+        from tqdm.auto import tqdm
+
+        from .video import iter_clips
+
+        clip_len = self.model.config.max_num_frames if clip_len is None else clip_len
+        if isinstance(clip_len, bool) or not isinstance(clip_len, int) or clip_len < 1:
+            raise ValueError(f"clip_len must be >= 1, got {clip_len}")
+        opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
+        _check_schedule(opts, clip_len)
+        start = 0
+        with tqdm(unit="frame", desc=f"gaze {mode}", disable=not progress) as bar:
+            for clip in iter_clips(path_or_container, clip_len=clip_len, max_frames=max_frames):
+                trace = self.run_packed(packed_frames(clip, self.device), opts.for_frames(0, len(clip)))
+                yield replace(trace, start_frame=start)
+                start += len(clip)
+                bar.update(len(clip))
+
+    def stream(self, mode: str = DEFAULT_MODE, clip_len: int | None = None, gazing_ratio: float = 0.75,
+               task_loss_requirement: float | None = 0.7, max_gaze_tokens_each_frame: int | None = None,
+               tile_batch_size: int = 8) -> "GazeStream":
+        """A frame-by-frame session (:class:`GazeStream`): ``push(frame)`` -> that frame's GazeTrace."""
+        opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
+        return GazeStream(self, opts, self.model.config.max_num_frames if clip_len is None else clip_len)
+
+
+class GazeStream:
+    """Frame-by-frame gaze through the model's upstream-compatible ``use_cache`` call (KV and conv caches), one
+    cache per tile batch, tiles in independent semantics. The context restarts every ``clip_len`` frames, as
+    upstream's 16-frame clips do, so each push equals the whole-clip trace of its clip at that frame.
+
+    Confidence comes from the model call's extra ``confidence`` key.
+    """
+
+    def __init__(self, pipeline: AutoGazePipeline, options: GazeOptions, clip_len: int):
+        if isinstance(clip_len, bool) or not isinstance(clip_len, int) or clip_len < 1:
+            raise ValueError(f"clip_len must be an int >= 1, got {clip_len!r}")
+        _check_schedule(options, clip_len)
+        self.pipeline, self.options, self.clip_len = pipeline, options, clip_len
+        self.frames_seen = 0  # frames pushed so far: the next trace's start_frame
+        self._t = 0  # position inside the current context
+        self._source: tuple | None = None  # (kind, H, W) fixed by the first frame
+        self._past: list[dict] = []  # per tile batch: the past_* arguments of the next call
+
+    def reset(self) -> None:
+        """Drop the context: the next frame starts a new clip."""
+        self._t, self._past = 0, []
+
+    def push(self, frame: Any) -> GazeTrace:
+        """frame: uint8 [H, W, 3|4] packed (numpy or tensor), or a normalised fp32 tensor [3, H, W].
+        Returns a one-frame GazeTrace (rows = tiles; ``start_frame`` = this frame's index in the stream)."""
+        p, model = self.pipeline, self.pipeline.model
+        if isinstance(frame, np.ndarray) or (torch.is_tensor(frame) and frame.dtype == torch.uint8):
+            pixels = packed_frames(frame, p.device, "frame")
+            kind, (H, W) = "packed", pixels.shape[1:3]
+        elif torch.is_tensor(frame) and frame.dim() == 3:
+            pixels = normalised_clip(frame[None], p.device, "frame")
+            kind, (H, W) = "normalised", pixels.shape[-2:]
+        else:
+            raise TypeError("frame must be uint8 [H, W, 3|4] (numpy or tensor) or a normalised float tensor "
+                            f"[3, H, W], got {type(frame).__name__} {tuple(getattr(frame, 'shape', ()))}")
+        if pixels.shape[0] != 1:
+            raise ValueError(f"push takes one frame, got {pixels.shape[0]}")
+        if self._source is None:
+            self._source = (kind, int(H), int(W))
+        elif self._source != (kind, int(H), int(W)):
+            raise ValueError(f"frame is {kind} {H}x{W}, but this stream started with {self._source[0]} "
+                             f"{self._source[1]}x{self._source[2]}; start a new stream")
+        grid = p.plan(int(H), int(W), self.options.mode)
+        tiles_of = p.packed_tiles(pixels, grid) if kind == "packed" else p.normalised_tiles(pixels, grid)
+        opts = self.options.for_frames(self._t, self._t + 1)
+        ratio = ratio_for_budget(model.budgets(_ratio(opts), 1, opts.max_gaze_tokens_each_frame)[0],
+                                 model.config.num_vision_tokens_each_frame)
+        ids_parts, conf_parts, past = [], [], []
+        n, step = grid.num_tiles, opts.tile_batch_size
+        for k, start in enumerate(range(0, n, step)):
+            out = model({"video": tiles_of(range(start, min(n, start + step)))}, gazing_ratio=ratio,
+                        task_loss_requirement=_tau(opts), generate_only=True, use_cache=True,
+                        batch_semantics="independent", **(self._past[k] if self._past else {}))
+            past.append({"past_key_values": out["past_key_values"], "past_inputs_embeds": out["past_input_embeds"],
+                         "past_attention_mask": out["past_attention_mask"],
+                         "past_conv_values": out["past_conv_values"]})
+            ids_parts.append(split_record(model.config, out["gazing_pos"], out["if_padded_gazing"],
+                                          out["num_gazing_each_frame"]))
+            conf = out.get("confidence")
+            conf_parts.append([conf if conf is not None else torch.full(out["gazing_pos"].shape, float("nan"),
+                                                                        device=p.device)])
+        trace = p.assemble(grid, merge_tiles(model.config.eos_id, ids_parts), merge_tiles(0.0, conf_parts), opts,
+                           start_frame=self.frames_seen)
+        self.frames_seen += 1
+        self._t += 1
+        self._past = past
+        if self._t == self.clip_len:
+            self.reset()
+        return trace
+
+
+def ratio_for_budget(budget: int, num_vision_tokens: int) -> float:
+    """A gazing ratio whose upstream budget (float32 ratio * NV, truncated) is exactly ``budget``: the upstream
+    call takes ratios, not token caps."""
+    return 1.0 if budget >= num_vision_tokens else (budget + 0.5) / num_vision_tokens
+
+
+def merge_tiles(fill: float | int, parts: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """Batches of tiles -> one batch: per frame, pad every part's [b, L_t] to the longest and stack the rows, as
+    one independent-semantics call over all tiles would lay them out."""
+    out = []
+    for t in range(len(parts[0])):
+        L = max(p[t].shape[1] for p in parts)
+        out.append(torch.cat([torch.nn.functional.pad(p[t], (0, L - p[t].shape[1]), value=fill) for p in parts]))
+    return out
+
+
+def _check_schedule(opts: GazeOptions, clip_len: int) -> None:
+    for name in ("gazing_ratio", "task_loss_requirement"):
+        v = getattr(opts, name)
+        if isinstance(v, tuple) and len(v) != clip_len:
+            raise ValueError(f"{name} has {len(v)} per-frame values; expected clip_len = {clip_len}")
+
+
+def _ratio(opts: GazeOptions):
+    return list(opts.gazing_ratio) if isinstance(opts.gazing_ratio, tuple) else opts.gazing_ratio
+
+
+def _tau(opts: GazeOptions):
+    v = opts.task_loss_requirement
+    return list(v) if isinstance(v, tuple) else v

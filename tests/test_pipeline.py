@@ -1,0 +1,230 @@
+"""AutoGazePipeline: modes against the upstream-compatible paths, tile-batch independence, streaming equals
+whole clips, video clips, and bad inputs. Small clips and budgets keep the CPU time down."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fixture_data import LOCAL, SHARED, cases, load_case, model_dir, normalise, shared_available
+from triton_autogaze.pipeline import AutoGazePipeline
+from triton_autogaze.processing import AutoGazeImageProcessor
+from triton_autogaze.record import split_record
+
+SMALL = dict(gazing_ratio=0.05, task_loss_requirement=None)  # 13 tokens: a 10-step plus a 3-token cut
+
+DEVICE = os.environ.get("AUTOGAZE_TEST_DEVICE", "cpu")  # "cuda" reruns these on the GPU path
+BACKEND = os.environ.get("AUTOGAZE_TEST_BACKEND", "torch" if DEVICE == "cpu" else "auto")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return AutoGazePipeline.from_pretrained(model_dir(), device=DEVICE, backend=BACKEND)
+
+
+def rgba(T, H, W, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (T, H, W, 4), dtype=np.uint8)
+
+
+def assert_same_trace(a, b, confidence=True):
+    assert torch.equal(a.gazing_pos, b.gazing_pos)
+    assert torch.equal(a.if_padded_gazing, b.if_padded_gazing)
+    assert torch.equal(a.num_gazing_each_frame, b.num_gazing_each_frame)
+    for x, y in zip(a.gazing_mask, b.gazing_mask):
+        assert torch.equal(x, y)
+    if confidence:  # batched encoding may move the last float bits; the decisions above must not move
+        torch.testing.assert_close(a.confidence, b.confidence, atol=1e-5, rtol=0)
+    if a.scale_masks is not None and b.scale_masks is not None:
+        for x, y in zip(a.scale_masks, b.scale_masks):
+            assert torch.equal(x, y)
+
+
+def test_resize_224_is_processor_then_generate(pipe):
+    frames = rgba(2, 60, 90)
+    trace = pipe.trace_rgba_clip(frames, gazing_ratio=0.1, task_loss_requirement=-2.0)
+    video = AutoGazeImageProcessor(pipe.processor_config)(frames)
+    want = pipe.model.generate(video, gazing_ratio=0.1, task_loss_requirement=-2.0)
+    assert_same_trace(trace, want)
+    assert trace.mode == "resize-224" and trace.tiling.canvas_size == (224, 336)
+    for s, g in enumerate(trace.grid_sizes):
+        assert torch.equal(trace.scale_masks[s], want.gazing_mask[s][0].reshape(2, g, g) > 0)
+    # float input already normalised: the same trace
+    assert_same_trace(pipe.trace_clip(video, gazing_ratio=0.1, task_loss_requirement=-2.0), trace)
+
+
+def _fixture(root, name):
+    case = [c for c in cases(root) if c["name"] == name][0]
+    return case, load_case(root, case)
+
+
+@pytest.mark.skipif(not shared_available(), reason="needs ../shared/fixtures (chunks448x448_t2)")
+def test_448_tiles_equal_independent_fixture_rows(pipe):
+    """anyres-tile-224 and tiled-full-resolution on a 448x448 frame are 4 plain 224 tiles, each run alone: the
+    fixture's independent_{b}_* rows (frame 0; generation is causal, so frame 0 alone equals frame 0 of the clip)."""
+    case, data = _fixture(SHARED, "chunks448x448_t2")
+    raw = data["raw_rgb"][0, :1]  # [1, 448, 448, 3]
+    kw = dict(gazing_ratio=case["gazing_ratio"], task_loss_requirement=case["task_loss_requirement"])
+    anyres = pipe.trace_rgba_clip(raw.numpy(), mode="anyres-tile-224", tile_batch_size=3, **kw)
+    full = pipe.trace_clip(normalise(raw[None]), mode="tiled-full-resolution", tile_batch_size=4, **kw)
+    assert_same_trace(anyres, full)
+    for b in range(4):
+        pos, pad = data[f"independent_{b}_gazing_pos"], data[f"independent_{b}_if_padded_gazing"].bool()
+        num = data[f"independent_{b}_num_gazing_each_frame"]
+        want = split_record(pipe.model.config, pos, pad, num)[0][0]
+        got = split_record(pipe.model.config, anyres.gazing_pos[b:b + 1], anyres.if_padded_gazing[b:b + 1],
+                           anyres.num_gazing_each_frame)[0][0].cpu()
+        eos = pipe.model.config.eos_id
+        assert torch.equal(got[got != eos], want[want != eos])
+
+
+def test_448_stitched_masks_equal_resadapt_call(pipe):
+    """The upstream-compatible res-adapt call (target_scales [64,128,224,448], p=16) on a 448 frame is 2x2 tiles
+    of 224 stitched into 4/8/14/28 grids: with independent semantics it must equal both tiled modes."""
+    case, data = _fixture(LOCAL, "tiled448_t2")
+    video = normalise(data["raw_rgb"][:, :1])
+    out = pipe.model({"video": video}, target_scales=case["target_scales"], target_patch_size=16,
+                     batch_semantics="independent", generate_only=True, **SMALL)
+    for mode in ("tiled-full-resolution", "anyres-tile-224"):
+        trace = pipe.trace_clip(video, mode=mode, **SMALL)
+        for s, m in enumerate(trace.scale_masks):
+            assert torch.equal(m.reshape(1, 1, -1).float(), out["gazing_mask"][s])
+
+
+@pytest.mark.parametrize("size, batches", [
+    ((448, 672), (1, 4, 6)),  # 2 x 3 tiles: the CPU check
+    pytest.param((1080, 1920), (1, 4, 45), marks=pytest.mark.gpu),  # 45 tiles, as the issue states it
+])
+def test_tile_batch_size_never_changes_a_tile(pipe, size, batches):
+    from triton_autogaze.demo import synthesize_clip
+
+    p = pipe
+    if size == (1080, 1920) and DEVICE != "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("45 tiles run on CUDA only (CPU time)")
+        p = AutoGazePipeline.from_pretrained(model_dir(), device="cuda")
+    frame = synthesize_clip(1, *size, seed=3)
+    kw = dict(mode="anyres-tile-224", gazing_ratio=0.05, task_loss_requirement=0.7)
+    traces = [p.trace_rgba_clip(frame, tile_batch_size=n, **kw) for n in batches]
+    assert traces[0].gazing_pos.shape[0] == batches[-1]
+    for t in traces[1:]:
+        assert_same_trace(traces[0], t)
+
+
+def test_tile_batches_bound_model_calls(pipe, monkeypatch):
+    sizes = []
+    real = pipe.model.generate
+
+    def spy(video, **kw):
+        sizes.append(video.shape[0])
+        return real(video, **kw)
+
+    monkeypatch.setattr(pipe.model, "generate", spy)
+    trace = pipe.trace_rgba_clip(rgba(1, 460, 900), mode="tiled-full-resolution", tile_batch_size=4,
+                                 gazing_ratio=0.01, task_loss_requirement=None)
+    assert trace.tiling.tiles == (3, 5) and trace.gazing_pos.shape[0] == 15
+    assert sizes == [4, 4, 4, 3]
+
+
+def test_full_resolution_fixations_stay_in_the_frame(pipe):
+    trace = pipe.trace_rgba_clip(rgba(1, 230, 250, seed=4), mode="tiled-full-resolution", **SMALL)
+    fixations = trace.source_fixations()[0]
+    grid = trace.tiling
+    assert 0 < len(fixations) <= (~trace.if_padded_gazing).sum()
+    for f in fixations:
+        x0, y0, x1, y1 = f.rect
+        assert 0 <= x0 < x1 <= 250 and 0 <= y0 < y1 <= 230
+        assert trace.scale_masks[f.scale_index][0, f.row, f.col]
+        assert grid.cell_rect(f.scale_index, f.row, f.col) == f.rect
+    # every stitched cell comes from some kept fixation
+    for s, m in enumerate(trace.scale_masks):
+        assert int(m.sum()) == len({(f.row, f.col) for f in fixations if f.scale_index == s})
+
+
+@pytest.mark.parametrize("mode", ["resize-224", "anyres-tile-224", "tiled-full-resolution"])
+def test_stream_equals_whole_clips(pipe, mode):
+    frames = rgba(3, 100, 250, seed=5)  # 2 tiles in the tiled modes
+    kw = dict(mode=mode, gazing_ratio=0.05, task_loss_requirement=-2.0, tile_batch_size=1)
+    session = pipe.stream(clip_len=2, **kw)
+    pushed = [session.push(f) for f in frames]
+    whole = [pipe.trace_rgba_clip(frames[:2], **kw), pipe.trace_rgba_clip(frames[2:], **kw)]
+    for i, one in enumerate(pushed):
+        clip, t = whole[i // 2], i % 2
+        sl = clip.frame_slices()[t]
+        assert one.start_frame == i and one.num_frames == 1
+        assert torch.equal(one.if_padded_gazing, clip.if_padded_gazing[:, sl])
+        real = ~one.if_padded_gazing
+        assert torch.equal(one.gazing_pos[real], (clip.gazing_pos[:, sl] - 265 * t)[real])
+        for a, b in zip(one.scale_masks, clip.scale_masks):
+            assert torch.equal(a[0], b[t])
+
+
+def test_stream_of_normalised_frames_with_token_cap(pipe):
+    clip = torch.from_numpy(np.random.default_rng(6).standard_normal((2, 3, 64, 64)).astype(np.float32))
+    kw = dict(gazing_ratio=0.5, task_loss_requirement=None, max_gaze_tokens_each_frame=7)
+    session = pipe.stream(clip_len=16, **kw)
+    pushed = [session.push(f) for f in clip]
+    whole = pipe.trace_clip(clip, **kw)
+    assert whole.num_gazing_each_frame.tolist() == [7, 7]
+    for t, one in enumerate(pushed):
+        assert torch.equal(one.gazing_pos[0], whole.gazing_pos[0, 7 * t:7 * t + 7] - 265 * t)
+
+
+def test_stream_rejects_changing_frames(pipe):
+    session = pipe.stream(**SMALL)
+    session.push(rgba(1, 20, 30)[0])
+    with pytest.raises(ValueError, match="started with"):
+        session.push(rgba(1, 30, 20)[0])
+    with pytest.raises(ValueError, match="one frame"):
+        session.push(rgba(2, 20, 30))
+    with pytest.raises(ValueError, match="clip_len"):
+        pipe.stream(clip_len=0)
+
+
+def test_trace_video_clips(pipe, tmp_path):
+    pytest.importorskip("av")
+    from triton_autogaze.video import read_video, write_video
+
+    path = write_video(tmp_path / "clip.mp4", rgba(5, 48, 64, seed=7)[..., :3])
+    decoded = read_video(path)
+    traces = list(pipe.trace_video(path, clip_len=2, progress=False, **SMALL))
+    assert [t.start_frame for t in traces] == [0, 2, 4] and [t.num_frames for t in traces] == [2, 2, 1]
+    for i, t in enumerate(traces):
+        assert_same_trace(t, pipe.trace_rgba_clip(decoded[2 * i:2 * i + 2], **SMALL))
+    assert traces[2].source_fixations()[0][0].frame == 4
+
+
+@pytest.mark.parametrize("mode", ["resize-224", "anyres-tile-224", "tiled-full-resolution"])
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (225, 7)])
+def test_odd_and_tiny_frames(pipe, mode, size):
+    H, W = size
+    trace = pipe.trace_rgba_clip(rgba(1, H, W), mode=mode, gazing_ratio=0.01, task_loss_requirement=None)
+    assert trace.tiling.source_size == (H, W)
+    for f in trace.source_fixations()[0]:
+        x0, y0, x1, y1 = f.rect
+        assert 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H
+
+
+@pytest.mark.parametrize("call, arg, exc, match", [
+    ("trace_rgba_clip", np.zeros((1, 8, 8, 4), np.float32), TypeError, "uint8"),
+    ("trace_rgba_clip", np.zeros((1, 8, 8, 2), np.uint8), ValueError, "3\\|4"),
+    ("trace_rgba_clip", np.zeros((0, 8, 8, 4), np.uint8), ValueError, "empty"),
+    ("trace_rgba_clip", np.zeros((1, 1, 8, 8, 4), np.uint8), ValueError, "T, H, W"),
+    ("trace_rgba_clip", [[1, 2]], TypeError, "uint8"),
+    ("trace_clip", torch.zeros(1, 3, 8, 8, dtype=torch.uint8), TypeError, "trace_rgba_clip"),
+    ("trace_clip", torch.zeros(2, 1, 3, 8, 8), ValueError, "2 clips"),
+    ("trace_clip", torch.full((1, 3, 8, 8), float("nan")), ValueError, "non-finite"),
+])
+def test_bad_inputs(pipe, call, arg, exc, match):
+    with pytest.raises(exc, match=match):
+        getattr(pipe, call)(arg)
+
+
+@pytest.mark.parametrize("kw, match", [(dict(mode="full"), "mode"), (dict(tile_batch_size=0), "tile_batch_size"),
+                                       (dict(max_gaze_tokens_each_frame=0), "max_gaze_tokens"),
+                                       (dict(gazing_ratio=1.5), "gazing_ratio")])
+def test_bad_options(pipe, kw, match):
+    with pytest.raises(ValueError, match=match):
+        pipe.trace_rgba_clip(rgba(1, 8, 8), **kw)
