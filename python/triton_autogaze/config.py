@@ -17,6 +17,20 @@ class ConfigError(ValueError):
     """A config file is missing a field, or holds a value this implementation cannot run."""
 
 
+def read_json(path: str | Path, what: str) -> dict:
+    """A JSON object from a file; FileNotFoundError / ConfigError that name the file."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return d
+
+
 def _get(d: Mapping[str, Any], path: str, default: Any = ...) -> Any:
     cur: Any = d
     for part in path.split("."):
@@ -211,16 +225,7 @@ class AutoGazeConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "AutoGazeConfig":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from e
-        if not isinstance(d, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
-        return cls.from_dict(d)
+        return cls.from_dict(read_json(path, "config file"))
 
 
 @dataclass(frozen=True)
@@ -267,11 +272,4 @@ class PreprocessorConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "PreprocessorConfig":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"preprocessor config not found: {path}") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from e
-        return cls.from_dict(d)
+        return cls.from_dict(read_json(path, "preprocessor config"))
