@@ -9,11 +9,13 @@ from fixture_data import (assert_record_equal, call_kwargs, case_params, load_ca
 from triton_autogaze import AutoGaze
 
 
-@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.fixture(scope="module", params=["cpu-torch", pytest.param("cuda-torch", marks=pytest.mark.gpu),
+                                        pytest.param("cuda-triton", marks=pytest.mark.gpu)])
 def model(request):
-    if request.param == "cuda" and not torch.cuda.is_available():
+    device, backend = request.param.split("-")
+    if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    return AutoGaze.from_pretrained(model_dir(), device=request.param, backend="torch")
+    return AutoGaze.from_pretrained(model_dir(), device=device, backend=backend)
 
 
 @pytest.mark.parametrize("root,case", case_params())

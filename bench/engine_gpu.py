@@ -1,0 +1,156 @@
+"""Benchmark the Triton generation engine on a CUDA GPU (fixture model, 16-frame 224 px clips).
+
+Cases: 1 clip full budget (ratio 0.75), 8 clips batched, 45 rows (tiles) x 16 frames, each without and with
+tau = -2.0. Checks token equality against the pure-torch reference on the first cases, then prints the median
+wall time of ``gen.run`` (which includes its one host sync) after warm-up, with CUDA graphs.
+
+    python bench/engine_gpu.py [--iters 20] [--no-graph] [--bf16] [--skip-big]
+
+Fixtures: tests/fixtures/model, else $AUTOGAZE_SHARED_FIXTURES, else <repo>/../shared/fixtures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+from triton_autogaze.checkpoint import load_checkpoint  # noqa: E402
+from triton_autogaze.engine import TritonGenerator  # noqa: E402
+from triton_autogaze.reference.decoder import Decoder  # noqa: E402
+from triton_autogaze.reference.generate import frame_budget, generate_upstream, merge_rows, new_state  # noqa: E402
+from triton_autogaze.reference.vision import encode_video  # noqa: E402
+
+
+def fixture_dir() -> Path:
+    local = REPO / "tests" / "fixtures"
+    if (local / "model" / "config.json").is_file():
+        return local
+    return Path(os.environ.get("AUTOGAZE_SHARED_FIXTURES", str(REPO.parent / "shared" / "fixtures")))
+
+
+def clip_vision(fx: Path, w, cfg, device) -> torch.Tensor:
+    """[1, 16, 196, 192] connector output of the clip224_t16 fixture (or random frames if it is missing)."""
+    path = fx / "clip224_t16.safetensors"
+    if path.is_file():
+        from safetensors.torch import load_file
+        raw = load_file(str(path))["raw_rgb"]
+        x = raw.float().permute(0, 1, 4, 2, 3) / 127.5 - 1
+    else:
+        x = torch.rand(1, 16, 3, 224, 224) * 2 - 1
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 1, 3, 1, 1)
+    wd = {k: v.to(device) for k, v in w.items()}
+    emb, _ = encode_video(wd, cfg, ((x - mean) / std).to(device))
+    return emb.contiguous()
+
+
+def reference(dec, cfg, v, budgets, tau, semantics):
+    B = v.shape[0]
+    if semantics == "upstream":
+        return generate_upstream(dec, cfg, v, budgets, tau, new_state(dec, B, 16))
+    rows = [generate_upstream(dec, cfg, v[b:b + 1], budgets, None if tau is None else tau[b:b + 1],
+                              new_state(dec, 1, 16)) for b in range(B)]
+    return merge_rows(cfg, rows)
+
+
+def compare(out, ref, rows, eos, bf16) -> str:
+    """Rows [:rows] of ``out`` against ``ref`` (which is padded only to its own rows' lengths)."""
+    tot = hit = 0
+    ok, worst = len(out.frames) == len(ref.frames), 0.0
+    for fo, fr in zip(out.frames, ref.frames):
+        L = fr.ids.shape[1]
+        ids, conf = fo.ids[:rows].cpu(), fo.confidence[:rows].cpu()
+        if ids.shape[1] < L:
+            ok = False
+            continue
+        eq = ids[:, :L] == fr.ids.cpu()
+        hit += int(eq.sum())
+        tot += eq.numel()
+        ok = ok and bool(eq.all()) and bool((ids[:, L:] == eos).all())
+        if L:
+            worst = max(worst, (conf[:, :L] - fr.confidence.cpu()).abs().max().item())
+    if bf16:
+        return f"agree {hit / max(tot, 1):.3f}"
+    return f"{'EQUAL' if ok else 'DIFFER'} conf {worst:.1e}"
+
+
+def time_run(gen, v, budgets, tau, semantics, iters) -> float:
+    out, st = gen.run(v, budgets, tau, semantics)  # eager: compiles
+    out, st = gen.run(v, budgets, tau, semantics)  # captures the graph
+    del st
+    times = []
+    for _ in range(iters):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out, st = gen.run(v, budgets, tau, semantics)  # ends with its own sync
+        times.append((time.perf_counter() - t0) * 1e3)
+        del st
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--no-graph", action="store_true")
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--skip-big", action="store_true", help="skip the 45-row cases")
+    ap.add_argument("--check-rows", type=int, default=2, help="rows of the 8-clip case checked vs the reference")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("needs a CUDA GPU")
+    dev = torch.device("cuda")
+    fx = fixture_dir()
+    cfg, w, _ = load_checkpoint(fx / "model")
+    dec = Decoder({k: t.to(dev) for k, t in w.items()}, cfg)
+    v1 = clip_vision(fx, w, cfg, dev)
+    T = v1.shape[1]
+    gen_kw = dict(dtype=torch.bfloat16 if args.bf16 else torch.float32, use_cuda_graph=not args.no_graph)
+    gen = TritonGenerator(w, cfg, **gen_kw)
+    M = frame_budget(0.75, cfg.num_vision_tokens_each_frame)
+    budgets = [M] * T
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def batch(n):  # distinct rows: the clip plus small perturbations
+        noise = torch.randn(n, T, *v1.shape[2:], generator=g).to(dev) * 0.05
+        noise[0] = 0
+        return (v1 + noise).contiguous()
+
+    v8 = batch(8)
+    v45 = None if args.skip_big else batch(45)
+    cases = [
+        ("1 clip, tau None", v1, None, "upstream"),
+        ("1 clip, tau -2", v1, -2.0, "upstream"),
+        ("8 clips indep, tau None", v8, None, "independent"),
+        ("8 clips indep, tau -2", v8, -2.0, "independent"),
+        ("8 clips upstream, tau -2", v8, -2.0, "upstream"),
+    ]
+    if v45 is not None:
+        cases += [("45 rows indep, tau None", v45, None, "independent"),
+                  ("45 rows indep, tau -2", v45, -2.0, "independent")]
+    print(f"device: {torch.cuda.get_device_name()}  dtype: {gen_kw['dtype']}  graphs: {not args.no_graph}")
+    print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
+    for name, v, tau, sem in cases:
+        B = v.shape[0]
+        taut = None if tau is None else torch.full((B, T), tau, device=dev)
+        out, st = gen.run(v, budgets, taut, sem)
+        del st
+        ntok = sum(int((f.ids != cfg.eos_id).sum()) for f in out.frames)
+        check = "-"
+        if B <= 8 and (sem == "independent" or B == 1):
+            rows = min(B, args.check_rows) if B > 1 else 1
+            ref = reference(dec, cfg, v[:rows], budgets, None if taut is None else taut[:rows], sem)
+            check = compare(out, ref, rows, cfg.eos_id, args.bf16)
+        ms = time_run(gen, v, budgets, taut, sem, args.iters)
+        print(f"{name:28s} {B:4d} {ntok:7d} {check:>22s} {ms:10.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

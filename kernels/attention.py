@@ -1,0 +1,204 @@
+"""Split-K attention of new queries over a per-row KV cache, fused with the per-head o_proj partial.
+
+For row ``b`` (if it runs, see ``alive``), head ``h`` and new slot ``j`` (cache index ``r = qoff[b] + qoff_add + j``):
+
+    A[b, h, j]      = softmax_k( q[b,h,j] . K[b,h,k] * scale  over k <= r with keymask[b, k] != 0 ) @ V[b,h,k]
+    o_part[h, b, j] = A[b, h, j] @ Wo[:, h*D:(h+1)*D]^T          ([C] per head; the caller sums the H partials)
+
+The key axis is split in chunks of ``chunk`` keys, one program each (flash-decoding), so a single row still
+fills the GPU. Each program writes its unnormalised partial (acc, running max, running sum); the last program
+of a (row, head, query block) to finish (an integer ticket, no float atomics) merges the partials in split
+order (deterministic), applies o_proj for its head and resets the ticket. Slots below ``jmin[b]`` are junk.
+Grid: (B * H * cdiv(n, BQ), cdiv(max key end, chunk)).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+NEG = tl.constexpr(-1.0e30)  # finite "minus infinity": keeps fully masked blocks free of inf - inf
+
+
+@triton.jit
+def _attention_kernel(
+    q_ptr, k_ptr, v_ptr, km_ptr, qoff_ptr, qoff_add, jmin_ptr, alive_ptr,
+    acc_ptr, ml_ptr, cnt_ptr, wo_ptr, out_ptr,
+    B, n, nsplit_max, q_sb, q_sh, c_sb, c_sh, c_sl, km_sb, out_sh, out_sb, scale,
+    C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    sp = tl.program_id(1)
+    nqb = tl.cdiv(n, BQ)
+    b = pid // (H * nqb)
+    h = (pid // nqb) % H
+    qb = pid % nqb
+    if UPSTREAM:
+        ob = tl.arange(0, BLOCK_B)
+        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+    else:
+        go = tl.load(alive_ptr + b)
+    qoff = tl.load(qoff_ptr + b) + qoff_add
+    jmin = tl.load(jmin_ptr + b)
+    q_lo = qb * BQ
+    q_hi = tl.minimum(n, q_lo + BQ)
+    kend = qoff + q_hi  # keys [0, kend) can be seen by this query block
+    nsp = tl.cdiv(kend, CHUNK)
+    if (go != 0) & (sp < nsp) & (q_hi > jmin):
+        offs_q = q_lo + tl.arange(0, BQ)
+        offs_d = tl.arange(0, D)
+        qmask = offs_q < n
+        q = tl.load(q_ptr + b * q_sb + h * q_sh + offs_q[:, None] * D + offs_d[None, :],
+                    mask=qmask[:, None], other=0.0)
+        qidx = qoff + offs_q
+        m_i = tl.full([BQ], NEG, tl.float32)
+        l_i = tl.zeros([BQ], tl.float32)
+        acc = tl.zeros([BQ, D], tl.float32)
+        k_lo = sp * CHUNK
+        k_hi = tl.minimum(kend, k_lo + CHUNK)
+        kbase = b * c_sb + h * c_sh
+        for kb in range(k_lo, k_hi, BK):
+            offs_k = kb + tl.arange(0, BK)
+            kmask = offs_k < k_hi
+            kv_off = kbase + offs_k[:, None] * c_sl + offs_d[None, :]
+            kt = tl.load(k_ptr + kv_off, mask=kmask[:, None], other=0.0).to(tl.float32)
+            s = tl.dot(q, tl.trans(kt), input_precision="ieee") * scale
+            bits = tl.load(km_ptr + b * km_sb + offs_k, mask=kmask, other=0)
+            ok = ((bits != 0) & kmask)[None, :] & (offs_k[None, :] <= qidx[:, None])
+            s = tl.where(ok, s, NEG)
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            alpha = tl.exp(m_i - m_new)
+            p = tl.where(ok, tl.exp(s - m_new[:, None]), 0.0)
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            vt = tl.load(v_ptr + kv_off, mask=kmask[:, None], other=0.0).to(tl.float32)
+            acc = acc * alpha[:, None] + tl.dot(p, vt, input_precision="ieee")
+            m_i = m_new
+        slot = pid * nsplit_max + sp
+        offs_r = tl.arange(0, BQ)
+        tl.store(acc_ptr + slot * BQ * D + offs_r[:, None] * D + offs_d[None, :], acc)
+        tl.store(ml_ptr + slot * 2 * BQ + offs_r, m_i)
+        tl.store(ml_ptr + slot * 2 * BQ + BQ + offs_r, l_i)
+        tl.debug_barrier()  # every thread's partial is written before the ticket is taken
+        ticket = tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel")
+        if ticket == nsp - 1:
+            M = tl.full([BQ], NEG, tl.float32)
+            L = tl.zeros([BQ], tl.float32)
+            A = tl.zeros([BQ, D], tl.float32)
+            for j in range(nsp):
+                sl = pid * nsplit_max + j
+                mj = tl.load(ml_ptr + sl * 2 * BQ + offs_r, cache_modifier=".cg")
+                lj = tl.load(ml_ptr + sl * 2 * BQ + BQ + offs_r, cache_modifier=".cg")
+                oj = tl.load(acc_ptr + sl * BQ * D + offs_r[:, None] * D + offs_d[None, :], cache_modifier=".cg")
+                Mn = tl.maximum(M, mj)
+                a1 = tl.exp(M - Mn)
+                a2 = tl.exp(mj - Mn)
+                L = L * a1 + lj * a2
+                A = A * a1[:, None] + oj * a2[:, None]
+                M = Mn
+            A = A / tl.where(L > 0, L, 1.0)[:, None]
+            offs_c = tl.arange(0, BLOCK_C)
+            cmask = offs_c < C
+            wo = tl.load(wo_ptr + offs_c[:, None] * C + h * D + offs_d[None, :], mask=cmask[:, None],
+                         other=0.0).to(tl.float32)  # [BLOCK_C, D] = Wo[:, hD:(h+1)D]
+            o = tl.dot(A, tl.trans(wo), input_precision="ieee")  # [BQ, BLOCK_C]
+            tl.store(out_ptr + h * out_sh + b * out_sb + offs_q[:, None] * C + offs_c[None, :], o,
+                     mask=qmask[:, None] & cmask[None, :])
+            tl.atomic_xchg(cnt_ptr + pid, 0)
+
+
+def _check(name, t, shape, dtypes, device):
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name}: expected a tensor, got {type(t).__name__}")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
+    if t.dtype not in dtypes:
+        raise ValueError(f"{name}: expected dtype in {dtypes}, got {t.dtype}")
+    if t.device != device:
+        raise ValueError(f"{name}: expected device {device}, got {t.device}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name}: must be contiguous")
+
+
+class AttentionScratch:
+    """Split-K workspace for :func:`attention`: partial accumulators, (max, sum) pairs and zeroed tickets.
+
+    Sized for ``rows`` (B * H * query blocks) programs of ``nsplit`` splits with ``bq`` queries each.
+    """
+
+    def __init__(self, rows: int, nsplit: int, bq: int, head_dim: int, device):
+        self.rows, self.nsplit, self.bq = rows, nsplit, bq
+        self.acc = torch.zeros(rows * nsplit * bq * head_dim, dtype=torch.float32, device=device)
+        self.ml = torch.zeros(rows * nsplit * 2 * bq, dtype=torch.float32, device=device)
+        self.cnt = torch.zeros(rows, dtype=torch.int32, device=device)
+
+
+def attention_splits(n: int, max_key_end: int, chunk: int) -> int:
+    """Number of key splits a launch needs when no query sees more than ``max_key_end`` keys."""
+    return max(1, triton.cdiv(max_key_end, chunk))
+
+
+def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
+              upstream, block_q=16, chunk=256, block_k=64):
+    """q [B, H, S, D] fp32 (first n slots used); k_cache, v_cache [B, H, Lmax, D] fp32|bf16; keymask [B, Lmax]
+    int8; qoff, jmin, alive [B] int32; w_o [C, C]; out [H, B, S, C] fp32 per-head o_proj partials (slots < n
+    written for running rows); scratch: AttentionScratch; max_key_end: host upper bound of qoff[b]+qoff_add+n.
+    """
+    B, H, S, D = q.shape
+    C = H * D
+    dev = q.device
+    _check("q", q, (B, H, S, D), (torch.float32,), dev)
+    if not 1 <= n <= S:
+        raise ValueError(f"n: expected 1 <= n <= {S}, got {n}")
+    Lmax = k_cache.shape[2]
+    _check("k_cache", k_cache, (B, H, Lmax, D), (torch.float32, torch.bfloat16), dev)
+    _check("v_cache", v_cache, (B, H, Lmax, D), (k_cache.dtype,), dev)
+    _check("keymask", keymask, (B, Lmax), (torch.int8,), dev)
+    for nm, t in (("qoff", qoff), ("jmin", jmin), ("alive", alive)):
+        _check(nm, t, (B,), (torch.int32,), dev)
+    _check("w_o", w_o, (C, C), (torch.float32, torch.bfloat16), dev)
+    _check("out", out, (H, B, out.shape[2], C), (torch.float32,), dev)
+    if out.shape[2] < n:
+        raise ValueError(f"out: needs at least n={n} slots, got {out.shape[2]}")
+    if max_key_end > Lmax:
+        raise ValueError(f"max_key_end: {max_key_end} exceeds the cache capacity {Lmax}")
+    nqb = triton.cdiv(n, block_q)
+    nsplit = attention_splits(n, max_key_end, chunk)
+    if scratch.rows < B * H * nqb or scratch.nsplit < nsplit or scratch.bq != block_q:
+        raise ValueError(f"scratch: too small for {B * H * nqb} programs x {nsplit} splits of {block_q} queries")
+    if chunk % block_k:
+        raise ValueError("chunk must be a multiple of block_k")
+    grid = (B * H * nqb, nsplit)
+    _attention_kernel[grid](
+        q, k_cache, v_cache, keymask, qoff, int(qoff_add), jmin, alive,
+        scratch.acc, scratch.ml, scratch.cnt, w_o, out,
+        B, n, scratch.nsplit, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        keymask.stride(0), out.stride(0), out.stride(1), float(D) ** -0.5,
+        C=C, H=H, D=D, BQ=block_q, BK=block_k, CHUNK=chunk, BLOCK_C=triton.next_power_of_2(C),
+        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), num_warps=4,
+    )
+
+
+def attention_ref(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
+                  upstream, block_q=16, chunk=256, block_k=64):
+    """Torch reference with the launcher's signature and in-place effects (dense softmax per row)."""
+    B, H, S, D = q.shape
+    a = alive != 0
+    go = a.any().expand_as(a) if upstream else a
+    for b in range(B):
+        if not bool(go[b]):
+            continue
+        r0 = int(qoff[b]) + int(qoff_add)
+        kend = r0 + n
+        kk = k_cache[b, :, :max(kend, 0)].float()
+        vv = v_cache[b, :, :max(kend, 0)].float()
+        idx = torch.arange(max(kend, 0), device=q.device)
+        allowed = (idx[None, :] <= (r0 + torch.arange(n, device=q.device))[:, None]) & (keymask[b, :max(kend, 0)] != 0)
+        s = (q[b, :, :n] @ kk.transpose(-1, -2)) * float(D) ** -0.5
+        s = s.masked_fill(~allowed[None], float("-inf"))
+        p = torch.softmax(s, -1).nan_to_num(0.0)
+        A = p @ vv  # [H, n, D]
+        wo = w_o.float()
+        for h in range(H):
+            out[h, b, :n] = A[h] @ wo[:, h * D:(h + 1) * D].t()

@@ -1,0 +1,209 @@
+"""Fused residual combine + RMSNorm + QKV projection + llama3 RoPE + KV-cache write (one decoder layer's front).
+
+For every row ``b`` that is still generating and every slot ``j`` of the ``n`` new tokens:
+
+    h      = x[b, j] + sum_p parts[p, b, j]              (the previous layer's split-K MLP partials)
+    a      = ln * h / sqrt(mean(h^2) + eps)
+    q,k,v  = a @ Wq^T, a @ Wk^T, a @ Wv^T                 (w_qkv = cat(Wq, Wk, Wv) [3C, C])
+    q, k   = rope(q, pos[b, j]), rope(k, pos[b, j])      ("rotate half", cos/sin from tables)
+    q_out[b, :, j] = q ;  cache[b, :, qoff[b] + qoff_add + j] = k, v   (only for j >= jmin[b])
+
+Slots below ``jmin[b]`` are junk (ragged prefill, right-aligned pending chunk) and never reach the cache.
+``alive`` gates rows: a row runs if ``alive[b]`` (independent semantics) or if any row is alive (upstream).
+Grid: (B * cdiv(n, BN), 3 * cdiv(H * D / 2, HB)): one program per token block and per (q|k|v, block of HB
+rotation pairs); HB = D / 2 gives one head per program.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _rmsnorm_qkv_rope_kernel(
+    x_ptr, part_ptr, h_out_ptr, ln_ptr, w_ptr, cos_ptr, sin_ptr, pos_ptr,
+    qoff_ptr, qoff_add, jmin_ptr, alive_ptr, q_ptr, k_ptr, v_ptr,
+    B, n, n_parts, part_stride, x_sb, pos_sb, q_sb, q_sh, c_sb, c_sh, c_sl, eps,
+    C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BLOCK_C: tl.constexpr, BN: tl.constexpr, HB: tl.constexpr,
+    BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, WRITE_H: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    nblk = tl.cdiv(n, BN)
+    b = pid // nblk
+    blk = pid % nblk
+    cb = tl.program_id(1)
+    HALF: tl.constexpr = D // 2
+    NCB: tl.constexpr = (H * HALF + HB - 1) // HB
+    which = cb // NCB  # 0 = q, 1 = k, 2 = v
+    if UPSTREAM:
+        ob = tl.arange(0, BLOCK_B)
+        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+    else:
+        go = tl.load(alive_ptr + b)
+    if go != 0:
+        offs_n = blk * BN + tl.arange(0, BN)
+        offs_c = tl.arange(0, BLOCK_C)
+        nmask = offs_n < n
+        cmask = offs_c < C
+        m2 = nmask[:, None] & cmask[None, :]
+        ptrs = b * x_sb + offs_n[:, None] * C + offs_c[None, :]
+        h = tl.load(x_ptr + ptrs, mask=m2, other=0.0)
+        for p in range(n_parts):
+            h += tl.load(part_ptr + p * part_stride + ptrs, mask=m2, other=0.0)
+        if WRITE_H:
+            if cb == 0:
+                tl.store(h_out_ptr + ptrs, h, mask=m2)
+        var = tl.sum(h * h, axis=1) / C
+        ln = tl.load(ln_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
+        a = ln[None, :] * (h * tl.math.rsqrt(var + eps)[:, None])
+        # HB "half columns": column e is dim e % HALF of head e // HALF; its rotation partner is dim + HALF
+        offs_e = (cb % NCB) * HB + tl.arange(0, HB)
+        emask = offs_e < H * HALF
+        head = offs_e // HALF
+        dd = offs_e % HALF
+        wrow = which * C + head * D + dd
+        w1 = tl.load(w_ptr + wrow[:, None] * C + offs_c[None, :], mask=emask[:, None] & cmask[None, :],
+                     other=0.0).to(tl.float32)
+        w2 = tl.load(w_ptr + (wrow + HALF)[:, None] * C + offs_c[None, :], mask=emask[:, None] & cmask[None, :],
+                     other=0.0).to(tl.float32)
+        x1 = tl.dot(a, tl.trans(w1), input_precision="ieee")  # [BN, HB]
+        x2 = tl.dot(a, tl.trans(w2), input_precision="ieee")
+        jmin = tl.load(jmin_ptr + b)
+        if which < 2:
+            pos = tl.load(pos_ptr + b * pos_sb + offs_n, mask=nmask, other=0)
+            tab = pos[:, None] * HALF + dd[None, :]
+            cs = tl.load(cos_ptr + tab, mask=nmask[:, None], other=0.0)
+            sn = tl.load(sin_ptr + tab, mask=nmask[:, None], other=0.0)
+            y1 = x1 * cs - x2 * sn
+            y2 = x2 * cs + x1 * sn
+        else:
+            y1 = x1
+            y2 = x2
+        if which == 0:
+            qp = q_ptr + b * q_sb + head[None, :] * q_sh + offs_n[:, None] * D + dd[None, :]
+            qm = nmask[:, None] & emask[None, :]
+            tl.store(qp, y1, mask=qm)
+            tl.store(qp + HALF, y2, mask=qm)
+        else:
+            row = tl.load(qoff_ptr + b) + qoff_add + offs_n
+            cp = b * c_sb + head[None, :] * c_sh + row[:, None] * c_sl + dd[None, :]
+            sm = (nmask & (offs_n >= jmin))[:, None] & emask[None, :]
+            if which == 1:
+                tl.store(k_ptr + cp, y1.to(k_ptr.dtype.element_ty), mask=sm)
+                tl.store(k_ptr + cp + HALF, y2.to(k_ptr.dtype.element_ty), mask=sm)
+            else:
+                tl.store(v_ptr + cp, y1.to(v_ptr.dtype.element_ty), mask=sm)
+                tl.store(v_ptr + cp + HALF, y2.to(v_ptr.dtype.element_ty), mask=sm)
+
+
+def _check(name: str, t: torch.Tensor, shape: tuple, dtypes: tuple, device: torch.device) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name}: expected a tensor, got {type(t).__name__}")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
+    if t.dtype not in dtypes:
+        raise ValueError(f"{name}: expected dtype in {dtypes}, got {t.dtype}")
+    if t.device != device:
+        raise ValueError(f"{name}: expected device {device}, got {t.device}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name}: must be contiguous")
+
+
+def _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n):
+    B, S, C = x.shape
+    dev = x.device
+    f32 = (torch.float32,)
+    wdt = (torch.float32, torch.bfloat16)
+    _check("x", x, (B, S, C), f32, dev)
+    if not 1 <= n <= S:
+        raise ValueError(f"n: expected 1 <= n <= {S}, got {n}")
+    if parts is not None:
+        _check("parts", parts, (parts.shape[0], B, S, C), f32, dev)
+        if h_out is None:
+            raise ValueError("h_out: required when parts are given")
+        _check("h_out", h_out, (B, S, C), f32, dev)
+    _check("ln_w", ln_w, (C,), wdt, dev)
+    _check("w_qkv", w_qkv, (3 * C, C), wdt, dev)
+    H, Lmax, D = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
+    if H * D != C or D % 2:
+        raise ValueError(f"k_cache: heads {H} x head dim {D} must equal C={C} with even D")
+    _check("k_cache", k_cache, (B, H, Lmax, D), wdt, dev)
+    _check("v_cache", v_cache, (B, H, Lmax, D), (k_cache.dtype,), dev)
+    _check("cos_tab", cos_tab, (cos_tab.shape[0], D // 2), f32, dev)
+    _check("sin_tab", sin_tab, (cos_tab.shape[0], D // 2), f32, dev)
+    _check("pos", pos, (B, pos.shape[1]), (torch.int32,), dev)
+    if pos.shape[1] < n:
+        raise ValueError(f"pos: needs at least n={n} columns, got {pos.shape[1]}")
+    for nm, t in (("qoff", qoff), ("jmin", jmin), ("alive", alive)):
+        _check(nm, t, (B,), (torch.int32,), dev)
+    _check("q_out", q_out, (B, H, q_out.shape[2], D), f32, dev)
+    if q_out.shape[2] < n:
+        raise ValueError(f"q_out: needs at least n={n} slots, got {q_out.shape[2]}")
+
+
+def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
+                     q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16):
+    """Launch on the first ``n`` slots. Shapes (S = slot capacity of the activation buffers):
+
+    x [B, S, C] fp32 residual; parts [P, B, S, C] fp32 or None (then h = x and h_out is unused);
+    h_out [B, S, C] fp32 (receives h when parts are given); ln_w [C]; w_qkv [3C, C] (fp32 or bf16);
+    cos_tab, sin_tab [Pmax, D/2] fp32 indexed by position; pos [B, >=n] int32; qoff, jmin, alive [B] int32;
+    q_out [B, H, >=n, D] fp32; k_cache, v_cache [B, H, Lmax, D] (fp32 or bf16). ``upstream``: bool.
+    """
+    _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n)
+    B, S, C = x.shape
+    H, D = k_cache.shape[1], k_cache.shape[3]
+    P = 0 if parts is None else parts.shape[0]
+    if block_h < 16 or block_h & (block_h - 1):
+        raise ValueError(f"block_h: expected a power of two >= 16, got {block_h}")
+    grid = (B * triton.cdiv(n, block_n), 3 * triton.cdiv(H * D // 2, block_h))
+    _rmsnorm_qkv_rope_kernel[grid](
+        x, x if parts is None else parts, x if h_out is None else h_out, ln_w, w_qkv, cos_tab, sin_tab, pos,
+        qoff, int(qoff_add), jmin, alive, q_out, k_cache, v_cache,
+        B, n, P, B * S * C, S * C, pos.shape[1], q_out.stride(0), q_out.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), float(eps),
+        C=C, H=H, D=D, BLOCK_C=triton.next_power_of_2(C), BN=block_n, HB=block_h,
+        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), WRITE_H=P > 0,
+        num_warps=4,
+    )
+
+
+def row_go(alive: torch.Tensor, upstream: bool) -> torch.Tensor:
+    """[B] bool: which rows run, given the alive flags [B] int32."""
+    a = alive != 0
+    return a.any().expand_as(a) if upstream else a
+
+
+def rmsnorm_qkv_rope_ref(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
+                         q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16):
+    """Torch reference with the launcher's signature and in-place effects."""
+    B, S, C = x.shape
+    H, D = k_cache.shape[1], k_cache.shape[3]
+    go = row_go(alive, upstream)
+    h = x[:, :n].clone()
+    if parts is not None:
+        for p in range(parts.shape[0]):
+            h = h + parts[p, :, :n]
+        h_out[go, :n] = h[go]
+    a = ln_w.float() * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps))
+    qkv = (a @ w_qkv.float().t()).view(B, n, 3, H, D).permute(2, 0, 3, 1, 4)  # [3, B, H, n, D]
+    p = pos[:, :n].long()
+    cs = torch.cat([cos_tab[p], cos_tab[p]], -1)[:, None]  # [B, 1, n, D]
+    sn = torch.cat([sin_tab[p], sin_tab[p]], -1)[:, None]
+
+    def rope(t):
+        rot = torch.cat([-t[..., D // 2:], t[..., : D // 2]], dim=-1)
+        return t * cs + rot * sn
+
+    q, k, v = rope(qkv[0]), rope(qkv[1]), qkv[2]
+    for b in range(B):
+        if not bool(go[b]):
+            continue
+        q_out[b, :, :n] = q[b]
+        j0 = int(jmin[b])
+        r0 = int(qoff[b]) + int(qoff_add)
+        if j0 < n:
+            k_cache[b, :, r0 + j0:r0 + n] = k[b, :, j0:].to(k_cache.dtype)
+            v_cache[b, :, r0 + j0:r0 + n] = v[b, :, j0:].to(v_cache.dtype)

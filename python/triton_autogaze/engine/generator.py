@@ -1,0 +1,225 @@
+"""TritonGenerator: greedy multi-token gaze generation (SPEC §6-§7, §9) on static buffers.
+
+One call = for each frame: frame_setup, a prefill (pending chunk + N vision tokens, 4 layers x 3 kernels),
+then ``ceil(M/K)`` selection steps (heads_select) with a K-token decode feed (4 x 3 kernels) between them, then
+frame_finish. Every step is launched; rows that finished (independent semantics) or batches that finished
+(upstream semantics) make the kernels return at once, so a whole call has no host synchronisation and is
+captured as one CUDA graph per (rows, budgets, tau or not, cache bound) shape. The only sync is at the end,
+to read the frame lengths.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from ..config import AutoGazeConfig
+from ..reference.generate import FrameResult, GenerationOutput
+from .ops import ops_for
+from .plan import CallPlan, make_plan
+from .workspace import CallBuffers, PackedWeights, Workspace
+
+SEMANTICS = ("upstream", "independent")
+_BUCKET = 1024  # streaming: round the start-of-call cache bound so that captured graphs get reused
+
+
+class EngineState:
+    """Opaque generation state returned by :meth:`TritonGenerator.run`; pass it back to continue the clip.
+
+    A state is consumed by the call it is passed to (its buffers move on to the returned state).
+    """
+
+    def __init__(self, ws: Workspace, semantics: str, len_hi: int, pending_hi: int, frames: int):
+        self._ws = ws
+        self.semantics = semantics
+        self.len_hi = len_hi  # upper bound (exact max over rows at the last sync) of the cache length
+        self.pending_hi = pending_hi
+        self.frames = frames
+
+    @property
+    def rows(self) -> int:
+        return self._ws.rows
+
+
+class TritonGenerator:
+    """Greedy gaze generation with Triton kernels. See the module docstring.
+
+    weights: checkpoint tensors keyed without the ``gazing_model.`` prefix; cfg: the model config;
+    dtype: torch.float32 (exact) or torch.bfloat16 (bf16 weights and KV cache, fp32 accumulation);
+    use_cuda_graph: capture each call shape on its second occurrence and replay it (CUDA only).
+    device: where to run (default: CUDA if available); backend: "auto" | "triton" | "torch" (see ops.py).
+    """
+
+    def __init__(self, weights: dict[str, torch.Tensor], cfg: AutoGazeConfig, dtype: torch.dtype = torch.float32,
+                 use_cuda_graph: bool = True, device: torch.device | str | None = None, backend: str = "auto",
+                 n_mlp_parts: int | None = None, chunk: int = 256):
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype: expected torch.float32 or torch.bfloat16, got {dtype}")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.cfg, self.dtype = cfg, dtype
+        self.ops = ops_for(self.device, backend)
+        self.use_graph = bool(use_cuda_graph) and self.device.type == "cuda" and self.ops.triton
+        self.w = PackedWeights(weights, cfg, self.device, dtype)
+        d = cfg.decoder
+        self.K, self.N, self.C = d.num_multi_token_pred, cfg.num_tokens, d.hidden_size
+        self.eps, self.eos = d.rms_norm_eps, cfg.eos_id
+        # The interpreter pays per program, so CPU runs use few, large programs.
+        interp = self.device.type != "cuda"
+        self.n_mlp_parts = n_mlp_parts or (3 if interp else 12)
+        self.chunk = chunk
+        self.prefill_block = 256 if interp else 32
+        self.decode_block = 16
+        self.head_block = 128 if interp else 16  # rotation pairs per rmsnorm_qkv_rope program
+        self.key_block = 256 if interp else 64
+        self._pool: dict[tuple, list[Workspace]] = {}
+
+    # ----- public API ---------------------------------------------------------------------------------------
+    def run(self, vision: torch.Tensor, budgets: list[int], tau: torch.Tensor | None, semantics: str,
+            state: EngineState | None = None) -> tuple[GenerationOutput, EngineState]:
+        """vision [B, T, N, C] fp32 on this device; budgets: T ints in 1..NV; tau [B, T] fp32 or None;
+        semantics "upstream" | "independent"; state: from a previous call (same B and semantics) or None."""
+        B, T = self._check_inputs(vision, budgets, tau, semantics)
+        if state is None:
+            start_hi, pend_hi = 0, 0
+        else:
+            if state._ws is None:
+                raise ValueError("state: already consumed by a previous run (use the state that run returned)")
+            if state.rows != B or state.semantics != semantics:
+                raise ValueError(f"state: holds {state.rows} rows in '{state.semantics}' semantics, "
+                                 f"got {B} rows in '{semantics}'")
+            start_hi = -(-state.len_hi // _BUCKET) * _BUCKET
+            pend_hi = self.K if state.pending_hi else 0
+        plan = make_plan(list(budgets), self.K, self.N, start_hi, pend_hi)
+        ws = self._workspace(B, semantics, plan.end_hi, state)
+        bufs = self._call_buffers(ws, T, max(budgets))
+        bufs.vision.copy_(vision)
+        if tau is not None:
+            bufs.tau.copy_(tau.t())
+        key = (T, tuple(budgets), tau is not None, semantics, start_hi, pend_hi)
+        self._execute(ws, bufs, plan, key, semantics == "upstream", tau is not None)
+        return self._collect(ws, bufs, T, semantics, state)
+
+    # ----- internals ---------------------------------------------------------------------------------------
+    def _check_inputs(self, vision, budgets, tau, semantics):
+        if semantics not in SEMANTICS:
+            raise ValueError(f"semantics: expected one of {SEMANTICS}, got {semantics!r}")
+        if not isinstance(vision, torch.Tensor) or vision.dim() != 4:
+            raise ValueError("vision: expected a [B, T, N, C] tensor")
+        B, T, N, C = vision.shape
+        if (N, C) != (self.N, self.C):
+            raise ValueError(f"vision: expected [B, T, {self.N}, {self.C}], got {tuple(vision.shape)}")
+        if vision.dtype != torch.float32:
+            raise ValueError(f"vision: expected float32, got {vision.dtype}")
+        if vision.device != self.device:
+            raise ValueError(f"vision: expected device {self.device}, got {vision.device}")
+        if B < 1 or T < 1:
+            raise ValueError(f"vision: needs at least one row and one frame, got {tuple(vision.shape)}")
+        nv = self.cfg.num_vision_tokens_each_frame
+        if len(budgets) != T or any(int(m) != m or not 1 <= m <= nv for m in budgets):
+            raise ValueError(f"budgets: expected {T} ints in 1..{nv}, got {list(budgets)}")
+        if tau is not None:
+            if not isinstance(tau, torch.Tensor) or tuple(tau.shape) != (B, T) or tau.dtype != torch.float32:
+                raise ValueError(f"tau: expected a float32 [{B}, {T}] tensor or None")
+            if tau.device != self.device:
+                raise ValueError(f"tau: expected device {self.device}, got {tau.device}")
+        return B, T
+
+    def _new_workspace(self, B: int, capacity: int) -> Workspace:
+        return Workspace(self.cfg, B, capacity, self.device, self.dtype, self.w.inv_freq, self.n_mlp_parts,
+                         self.prefill_block, self.decode_block, self.chunk)
+
+    def _workspace(self, B: int, semantics: str, need: int, state: EngineState | None) -> Workspace:
+        if state is not None:
+            ws = state._ws
+            state._ws = None
+            if ws.capacity >= need:
+                return ws
+            new = self._new_workspace(B, max(need, 2 * ws.capacity))
+            new.carry_from(ws)
+            return new
+        cap = -(-need // 256) * 256
+        pool = self._pool.setdefault((B, cap), [])
+        for ws in pool:
+            if ws.owner is None or ws.owner() is None:
+                ws.reset()
+                return ws
+        ws = self._new_workspace(B, cap)
+        pool.append(ws)
+        ws.reset()
+        return ws
+
+    def _call_buffers(self, ws: Workspace, T: int, max_budget: int) -> CallBuffers:
+        k = (T, max_budget)
+        if k not in ws.calls:
+            ws.calls[k] = CallBuffers(ws.rows, T, max_budget, self.cfg, self.device)
+        return ws.calls[k]
+
+    def _execute(self, ws: Workspace, bufs: CallBuffers, plan: CallPlan, key, upstream: bool, has_tau: bool):
+        if not self.use_graph:
+            self._launch(ws, bufs, plan, upstream, has_tau)
+            return
+        g = ws.graphs.get((key, id(bufs)))
+        if g is None and (key, id(bufs)) in ws.seen:
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                self._launch(ws, bufs, plan, upstream, has_tau)
+            ws.graphs[(key, id(bufs))] = g
+        if g is None:
+            ws.seen.add((key, id(bufs)))  # first time: run eagerly (compiles every kernel variant)
+            self._launch(ws, bufs, plan, upstream, has_tau)
+        else:
+            g.replay()
+
+    def _launch(self, ws: Workspace, bufs: CallBuffers, plan: CallPlan, upstream: bool, has_tau: bool):
+        """Enqueue every kernel of the call (no host sync)."""
+        ops, w, K, N, S = self.ops, self.w, self.K, self.N, ws.S
+        eos, eps = self.eos, self.eps
+        for t, fp in enumerate(plan.frames):
+            ops.frame_setup(bufs.vision[:, t], ws.x, ws.chunk_ids, ws.chunk_n, ws.clen, ws.ccount, ws.keymask,
+                            ws.pos, ws.dpos, ws.pre_qoff, ws.pre_jmin, ws.fstart, ws.alive[0], ws.ban,
+                            bufs.ids[t], bufs.conf[t], bufs.lens[t], K * (fp.steps - 1), eos)
+            pre_end = fp.start_hi + fp.pending_hi + N
+            self._decoder(ws, S, ws.pre_qoff, 0, ws.pre_jmin, ws.pos, ws.alive[0], pre_end, ws.att_prefill,
+                          ws.prefill_block, upstream)
+            for s in range(fp.steps):
+                if s > 0:
+                    self._decoder(ws, K, ws.fstart, K * (s - 1), ws.zeros, ws.dpos, ws.alive[s], pre_end + K * s,
+                                  ws.att_decode, ws.decode_block, upstream)
+                ops.heads_select(ws.hA, ws.dpart, w.norm, w.lm_head, w.tl_head, ws.alive[s], ws.alive[s + 1],
+                                 bufs.tau[t] if has_tau else None, ws.select, ws.ban, w.embed, ws.x, ws.chunk_ids,
+                                 ws.chunk_n, bufs.ids[t], bufs.conf[t], bufs.lens[t],
+                                 S - 1 if s == 0 else K - 1, s, fp.step_n(s, K), eps, eos, upstream)
+            ops.frame_finish(bufs.ids[t], bufs.lens[t], ws.chunk_n, ws.fstart, ws.clen, ws.ccount, ws.keymask, eos)
+
+    def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, upstream):
+        """The 4 layers over n slots: rmsnorm_qkv_rope -> attention (+o_proj) -> residual_mlp, per layer."""
+        ops, eps = self.ops, self.eps
+        for li, lw in enumerate(self.w.layers):
+            x_in = ws.x if li == 0 else ws.hA
+            ops.rmsnorm_qkv_rope(x_in, None if li == 0 else ws.dpart, ws.hB, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
+                                 pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
+                                 block_n=block, block_h=self.head_block)
+            ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
+                          scratch, n, key_end, upstream, block_q=block, chunk=ws.chunk,
+                          block_k=self.key_block)
+            ops.residual_mlp(ws.x if li == 0 else ws.hB, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], lw["down"],
+                             alive, ws.dpart, n, eps, upstream, block_n=block)
+
+    def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None):
+        B = ws.rows
+        host = torch.cat([bufs.lens.flatten(), ws.clen, ws.chunk_n]).cpu()  # the call's one sync
+        lens = host[: T * B].view(T, B)
+        out = GenerationOutput()
+        for t in range(T):
+            L = int(lens[t].max())
+            out.frames.append(FrameResult(ids=bufs.ids[t, :, :L].clone(), confidence=bufs.conf[t, :, :L].clone()))
+        len_hi = int(host[T * B: T * B + B].max())
+        pend_hi = int(host[T * B + B:].max())
+        state = EngineState(ws, semantics, len_hi, pend_hi, (0 if prev is None else prev.frames) + T)
+        ws.owner = weakref.ref(state)
+        return out, state

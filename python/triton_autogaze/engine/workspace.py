@@ -1,0 +1,126 @@
+"""Static device buffers of the engine: packed decoder weights, and one Workspace per batch of rows.
+
+A Workspace holds everything a generation touches, allocated once for ``rows`` rows and ``capacity`` cached
+tokens, so a whole call can be captured in a CUDA graph: per-layer K/V caches [B, H, Lmax, D], key-mask bits
+[B, Lmax], per-row device state (cache length, unmasked count, pending chunk, frame offsets, alive history),
+activation buffers over S = K + N slots (the prefill layout: K pending slots, then N vision slots; decode feeds
+use slots 0..K-1), split-K partials and RoPE tables indexed by position.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from ..config import AutoGazeConfig
+from ..reference.decoder import rope_inv_freq
+from triton_autogaze.kernels.attention import AttentionScratch
+from triton_autogaze.kernels.heads_select import SelectScratch, ban_width
+
+
+class PackedWeights:
+    """Decoder weights in kernel layout: cat(q,k,v) [3C, C], cat(gate, up) [2I, C], in fp32 or bf16.
+
+    Norm weights stay fp32 (they are read once per token); ``dtype`` applies to the matrices and embeddings.
+    """
+
+    def __init__(self, w: dict[str, torch.Tensor], cfg: AutoGazeConfig, device: torch.device, dtype: torch.dtype):
+        d = cfg.decoder
+        mat = lambda t: t.to(device=device, dtype=dtype).contiguous()  # noqa: E731
+        vec = lambda t: t.to(device=device, dtype=torch.float32).contiguous()  # noqa: E731
+        self.layers = []
+        for i in range(d.num_hidden_layers):
+            p = f"gaze_decoder.model.layers.{i}."
+            self.layers.append(dict(
+                ln1=vec(w[p + "input_layernorm.weight"]),
+                qkv=mat(torch.cat([w[p + "self_attn.q_proj.weight"], w[p + "self_attn.k_proj.weight"],
+                                   w[p + "self_attn.v_proj.weight"]], 0)),
+                o=mat(w[p + "self_attn.o_proj.weight"]),
+                ln2=vec(w[p + "post_attention_layernorm.weight"]),
+                gate_up=mat(torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]], 0)),
+                down=mat(w[p + "mlp.down_proj.weight"]),
+            ))
+        self.embed = mat(w["gaze_decoder.model.embed_tokens.weight"])
+        self.norm = vec(w["gaze_decoder.model.norm.weight"])
+        self.lm_head = mat(w["gaze_decoder.lm_head.weight"])
+        self.tl_head = mat(w["gaze_decoder.task_loss_prediction_head.weight"])
+        self.inv_freq = rope_inv_freq(d.rope, d.head_dim).to(device)
+
+
+class Workspace:
+    """All buffers of one batch of ``rows`` rows with room for ``capacity`` cached tokens per row."""
+
+    def __init__(self, cfg: AutoGazeConfig, rows: int, capacity: int, device: torch.device, dtype: torch.dtype,
+                 inv_freq: torch.Tensor, n_mlp_parts: int, prefill_block: int, decode_block: int, chunk: int):
+        d = cfg.decoder
+        K, N, C = d.num_multi_token_pred, cfg.num_tokens, d.hidden_size
+        H, D, V = d.num_attention_heads, d.head_dim, d.vocab_size
+        B = rows
+        self.rows, self.capacity, self.device, self.dtype = rows, capacity, device, dtype
+        self.K, self.N, self.S = K, N, K + N
+        S = self.S
+        i32 = dict(dtype=torch.int32, device=device)
+        f32 = dict(dtype=torch.float32, device=device)
+        self.k = [torch.zeros(B, H, capacity, D, dtype=dtype, device=device) for _ in range(d.num_hidden_layers)]
+        self.v = [torch.zeros(B, H, capacity, D, dtype=dtype, device=device) for _ in range(d.num_hidden_layers)]
+        self.keymask = torch.zeros(B, capacity, dtype=torch.int8, device=device)
+        freqs = torch.arange(capacity, device=device).float()[:, None] * inv_freq[None, :]
+        self.cos, self.sin = freqs.cos().contiguous(), freqs.sin().contiguous()
+        # persistent per-row state (carried across calls)
+        self.clen = torch.zeros(B, **i32)
+        self.ccount = torch.zeros(B, **i32)
+        self.chunk_n = torch.zeros(B, **i32)
+        self.chunk_ids = torch.full((B, K), cfg.eos_id, **i32)
+        self.x = torch.zeros(B, S, C, **f32)  # layer-0 input; slots 0..K-1 also carry the pending embeddings
+        # per-frame state
+        self.pre_qoff = torch.zeros(B, **i32)
+        self.pre_jmin = torch.zeros(B, **i32)
+        self.fstart = torch.zeros(B, **i32)
+        self.zeros = torch.zeros(B, **i32)
+        self.pos = torch.zeros(B, S, **i32)
+        self.dpos = torch.zeros(B, K, **i32)
+        self.alive = torch.zeros(triton.cdiv(V - 1, K) + 1, B, **i32)
+        self.ban = torch.zeros(B, ban_width(V), dtype=torch.int8, device=device)
+        # activations
+        self.hA = torch.zeros(B, S, C, **f32)
+        self.hB = torch.zeros(B, S, C, **f32)
+        self.q = torch.zeros(B, H, S, D, **f32)
+        self.opart = torch.zeros(H, B, S, C, **f32)
+        self.dpart = torch.zeros(n_mlp_parts, B, S, C, **f32)
+        self.prefill_block, self.decode_block, self.chunk = prefill_block, decode_block, chunk
+        nsplit = triton.cdiv(capacity, chunk)
+        self.att_prefill = AttentionScratch(B * H * triton.cdiv(S, prefill_block), nsplit, prefill_block, D, device)
+        self.att_decode = AttentionScratch(B * H * triton.cdiv(K, decode_block), nsplit, decode_block, D, device)
+        self.select = SelectScratch(B, K, V, device)
+        self.graphs: dict = {}
+        self.seen: set = set()
+        self.calls: dict = {}
+        self.owner = None  # weakref to the EngineState that currently owns this workspace
+
+    def reset(self) -> None:
+        """Start a fresh clip: empty cache, no pending chunk."""
+        self.clen.zero_()
+        self.ccount.zero_()
+        self.chunk_n.zero_()
+
+    def carry_from(self, old: "Workspace") -> None:
+        """Copy the persistent state of a smaller workspace (cache growth while streaming)."""
+        n = old.capacity
+        for dst, src in zip(self.k + self.v, old.k + old.v):
+            dst[:, :, :n].copy_(src)
+        self.keymask[:, :n].copy_(old.keymask)
+        for name in ("clen", "ccount", "chunk_n", "chunk_ids"):
+            getattr(self, name).copy_(getattr(old, name))
+        self.x[:, : self.K].copy_(old.x[:, : self.K])
+
+
+class CallBuffers:
+    """Static inputs/outputs of one call shape: vision [B, T, N, C], tau [T, B], outputs [T, B, Mmax]."""
+
+    def __init__(self, rows: int, frames: int, max_budget: int, cfg: AutoGazeConfig, device: torch.device):
+        C, N = cfg.decoder.hidden_size, cfg.num_tokens
+        self.vision = torch.zeros(rows, frames, N, C, dtype=torch.float32, device=device)
+        self.tau = torch.zeros(frames, rows, dtype=torch.float32, device=device)
+        self.ids = torch.full((frames, rows, max_budget), cfg.eos_id, dtype=torch.int64, device=device)
+        self.conf = torch.zeros(frames, rows, max_budget, dtype=torch.float32, device=device)
+        self.lens = torch.zeros(frames, rows, dtype=torch.int32, device=device)

@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from triton_autogaze.kernels.attention import AttentionScratch, attention, attention_ref
+
+
+
+def close(a, b, rtol=1e-5, atol=1e-5):
+    torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+B, S, C, H, D, L = 2, 40, 192, 6, 32, 160
+
+
+def make(device, n, block_q, chunk, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g).to(device)  # noqa: E731
+    km = (torch.rand(B, L, generator=g) > 0.3).to(torch.int8)
+    km[:, :4] = 1  # every query sees at least one key
+    qoff = torch.tensor([L - n - 7, 50], dtype=torch.int32)
+    return dict(
+        q=r(B, H, S, D), k_cache=r(B, H, L, D), v_cache=r(B, H, L, D), keymask=km.to(device),
+        qoff=qoff.to(device), qoff_add=3, jmin=torch.tensor([0, 2], dtype=torch.int32, device=device),
+        alive=torch.tensor([1, 1], dtype=torch.int32, device=device), w_o=r(C, C) * 0.1,
+        out=torch.zeros(H, B, S, C, device=device),
+        scratch=AttentionScratch(B * H * -(-S // block_q), -(-L // chunk), block_q, D, device),
+        max_key_end=int(qoff.max()) + 3 + n,
+    )
+
+
+@pytest.mark.parametrize("n,block_q,chunk,block_k,upstream", [
+    (10, 16, 32, 16, False), (10, 16, 256, 64, True), (34, 16, 64, 32, False), (34, 64, 32, 32, True)])
+def test_matches_ref(device, n, block_q, chunk, block_k, upstream):
+    a = make(device, n, block_q, chunk)
+    ref_out = a["out"].clone()
+    attention(**a, n=n, upstream=upstream, block_q=block_q, chunk=chunk, block_k=block_k)
+    attention_ref(**{**a, "out": ref_out}, n=n, upstream=upstream)
+    for b in range(B):
+        j0 = int(a["jmin"][b])
+        close(a["out"][:, b, j0:n], ref_out[:, b, j0:n], rtol=1e-4, atol=1e-5)
+    assert not a["scratch"].cnt.any(), "tickets must be reset for the next launch"
+
+
+def test_dead_row_skipped(device):
+    a = make(device, 10, 16, 32)
+    a["alive"][1] = 0
+    attention(**a, n=10, upstream=False, block_q=16, chunk=32, block_k=16)
+    assert not a["out"][:, 1].any()
+
+
+def test_bf16_cache(device):
+    a = make(device, 10, 16, 64)
+    a["k_cache"], a["v_cache"] = a["k_cache"].bfloat16(), a["v_cache"].bfloat16()
+    ref_out = a["out"].clone()
+    attention(**a, n=10, upstream=False, block_q=16, chunk=64, block_k=32)
+    attention_ref(**{**a, "out": ref_out}, n=10, upstream=False)
+    close(a["out"][:, :, 2:10], ref_out[:, :, 2:10], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("q", lambda t: t.double()), ("keymask", lambda t: t.bool()), ("w_o", lambda t: t[:10]),
+    ("jmin", lambda t: t.long())])
+def test_launcher_errors(device, name, bad):
+    a = make(device, 10, 16, 32)
+    a[name] = bad(a[name])
+    with pytest.raises(ValueError, match=name):
+        attention(**a, n=10, upstream=False, block_q=16, chunk=32, block_k=16)
+
+
+def test_key_end_beyond_cache(device):
+    a = make(device, 10, 16, 32)
+    a["max_key_end"] = L + 1
+    with pytest.raises(ValueError, match="max_key_end"):
+        attention(**a, n=10, upstream=False, block_q=16, chunk=32, block_k=16)

@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from triton_autogaze.kernels.rmsnorm_qkv_rope import rmsnorm_qkv_rope, rmsnorm_qkv_rope_ref
+
+
+
+def close(a, b, rtol=1e-5, atol=1e-5):
+    torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+B, S, C, H, D, L = 2, 26, 192, 6, 32, 64
+
+
+def make(device, parts=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g).to(device)  # noqa: E731
+    pos_tab = torch.arange(L, dtype=torch.float32)[:, None] * torch.rand(D // 2, generator=g)
+    return dict(
+        x=r(B, S, C), parts=r(parts, B, S, C) if parts else None, h_out=torch.zeros(B, S, C, device=device),
+        ln_w=r(C), w_qkv=r(3 * C, C) * 0.1, cos_tab=pos_tab.cos().to(device), sin_tab=pos_tab.sin().to(device),
+        pos=torch.randint(0, L, (B, S), generator=g, dtype=torch.int32).to(device),
+        qoff=torch.tensor([3, 17], dtype=torch.int32, device=device), qoff_add=5,
+        jmin=torch.tensor([0, 4], dtype=torch.int32, device=device),
+        alive=torch.tensor([1, 0], dtype=torch.int32, device=device),
+        q_out=torch.zeros(B, H, S, D, device=device), k_cache=torch.zeros(B, H, L, D, device=device),
+        v_cache=torch.zeros(B, H, L, D, device=device),
+    )
+
+
+def clone(a):
+    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in a.items()}
+
+
+@pytest.mark.parametrize("n,upstream,block_n,block_h,parts", [
+    (10, False, 16, 16, 2), (26, True, 16, 64, 0), (26, False, 32, 128, 3)])
+def test_matches_ref(device, n, upstream, block_n, block_h, parts):
+    a = make(device, parts)
+    b = clone(a)
+    rmsnorm_qkv_rope(**a, n=n, eps=1e-5, upstream=upstream, block_n=block_n, block_h=block_h)
+    rmsnorm_qkv_rope_ref(**b, n=n, eps=1e-5, upstream=upstream)
+    for key in ("q_out", "k_cache", "v_cache", "h_out"):
+        close(a[key], b[key])
+    if not upstream:  # the dead row is untouched
+        assert not a["q_out"][1].any() and not a["k_cache"][1].any()
+
+
+def test_bf16_cache(device):
+    a = make(device)
+    a["k_cache"], a["v_cache"] = a["k_cache"].bfloat16(), a["v_cache"].bfloat16()
+    b = clone(a)
+    rmsnorm_qkv_rope(**a, n=10, eps=1e-5, upstream=True)
+    rmsnorm_qkv_rope_ref(**b, n=10, eps=1e-5, upstream=True)
+    close(a["k_cache"].float(), b["k_cache"].float(), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("x", lambda t: t.double()), ("w_qkv", lambda t: t[:, :100].contiguous()), ("pos", lambda t: t.long()),
+    ("alive", lambda t: t[:1]), ("k_cache", lambda t: t.transpose(2, 3))])
+def test_launcher_errors(device, name, bad):
+    a = make(device)
+    a[name] = bad(a[name])
+    with pytest.raises(ValueError, match=name):
+        rmsnorm_qkv_rope(**a, n=10, eps=1e-5, upstream=False)
