@@ -48,7 +48,10 @@ def clip_vision(fx: Path, w, cfg, device) -> torch.Tensor:
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 1, 3, 1, 1)
     wd = {k: v.to(device) for k, v in w.items()}
-    emb, _ = encode_video(wd, cfg, ((x - mean) / std).to(device))
+    from triton_autogaze.precision import exact_fp32
+
+    with exact_fp32():
+        emb, _ = encode_video(wd, cfg, ((x - mean) / std).to(device))
     return emb.contiguous()
 
 

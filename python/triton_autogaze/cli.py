@@ -450,6 +450,10 @@ class _GifSink:
     """Collects frames scaled to at most ``max_width`` px wide and writes a looping GIF on close."""
 
     def __init__(self, path: Path, fps: float, max_width: int):
+        try:
+            import PIL  # noqa: F401
+        except ImportError:
+            raise CLIError("--gif needs Pillow: pip install 'triton_autogaze[video]'") from None
         self.path, self.fps, self.max_width, self.frames = path, fps, max_width, []
 
     def write(self, frames: np.ndarray) -> None:
