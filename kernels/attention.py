@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._checks import check_tensor as _check
+
 NEG = tl.constexpr(-1.0e30)  # finite "minus infinity": keeps fully masked blocks free of inf - inf
 
 
@@ -106,19 +108,6 @@ def _attention_kernel(
             tl.store(out_ptr + h * out_sh + b * out_sb + offs_q[:, None] * C + offs_c[None, :], o,
                      mask=qmask[:, None] & cmask[None, :])
             tl.atomic_xchg(cnt_ptr + pid, 0)
-
-
-def _check(name, t, shape, dtypes, device):
-    if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name}: expected a tensor, got {type(t).__name__}")
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
-    if t.dtype not in dtypes:
-        raise ValueError(f"{name}: expected dtype in {dtypes}, got {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"{name}: expected device {device}, got {t.device}")
-    if not t.is_contiguous():
-        raise ValueError(f"{name}: must be contiguous")
 
 
 class AttentionScratch:

@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._checks import check_tensor as _check
+
 
 @triton.jit
 def _frame_setup_kernel(
@@ -70,19 +72,6 @@ def _frame_setup_kernel(
         tl.store(out_ids_ptr + b * out_sb + offs_l, tl.full([BLOCK_L], EOS, tl.int64), mask=lmask)
         tl.store(out_conf_ptr + b * out_sb + offs_l, tl.zeros([BLOCK_L], tl.float32), mask=lmask)
         tl.store(out_len_ptr + b, 0)
-
-
-def _check(name, t, shape, dtypes, device):
-    if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name}: expected a tensor, got {type(t).__name__}")
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
-    if t.dtype not in dtypes:
-        raise ValueError(f"{name}: expected dtype in {dtypes}, got {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"{name}: expected device {device}, got {t.device}")
-    if not t.is_contiguous():
-        raise ValueError(f"{name}: must be contiguous")
 
 
 def frame_setup(vision, x, chunk_ids, chunk_n, clen, ccount, keymask, pos, dpos, pre_qoff, pre_jmin, fstart, alive,

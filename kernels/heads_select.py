@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._checks import check_tensor as _check
+
 
 @triton.jit
 def _heads_select_kernel(
@@ -107,19 +109,6 @@ def _heads_select_kernel(
                      mask=kmask[:, None] & cmask[None, :])
             tl.store(out_len_ptr + b, step * K + n_step)
             tl.store(alive_out_ptr + b, keep.to(tl.int32))
-
-
-def _check(name, t, shape, dtypes, device):
-    if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name}: expected a tensor, got {type(t).__name__}")
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
-    if t.dtype not in dtypes:
-        raise ValueError(f"{name}: expected dtype in {dtypes}, got {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"{name}: expected device {device}, got {t.device}")
-    if not t.is_contiguous():
-        raise ValueError(f"{name}: must be contiguous")
 
 
 class SelectScratch:

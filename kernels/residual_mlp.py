@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._checks import check_tensor as _check
+
 
 @triton.jit
 def _residual_mlp_kernel(
@@ -59,19 +61,6 @@ def _residual_mlp_kernel(
         wd = tl.load(wd_ptr + offs_c[:, None] * I + offs_i[None, :], mask=cmask[:, None], other=0.0).to(tl.float32)
         d = tl.dot(act, tl.trans(wd), input_precision="ieee")  # [BN, BLOCK_C]
         tl.store(dpart_ptr + pi * part_stride + ptrs, d, mask=m2)
-
-
-def _check(name, t, shape, dtypes, device):
-    if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name}: expected a tensor, got {type(t).__name__}")
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
-    if t.dtype not in dtypes:
-        raise ValueError(f"{name}: expected dtype in {dtypes}, got {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"{name}: expected device {device}, got {t.device}")
-    if not t.is_contiguous():
-        raise ValueError(f"{name}: must be contiguous")
 
 
 def residual_mlp(x, o_part, h_out, ln_w, w_gate_up, w_down, alive, d_part, n, eps, upstream, block_n=16):

@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._checks import check_tensor as _check
+
 
 @triton.jit
 def _rmsnorm_qkv_rope_kernel(
@@ -96,19 +98,6 @@ def _rmsnorm_qkv_rope_kernel(
             else:
                 tl.store(v_ptr + cp, y1.to(v_ptr.dtype.element_ty), mask=sm)
                 tl.store(v_ptr + cp + HALF, y2.to(v_ptr.dtype.element_ty), mask=sm)
-
-
-def _check(name: str, t: torch.Tensor, shape: tuple, dtypes: tuple, device: torch.device) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name}: expected a tensor, got {type(t).__name__}")
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
-    if t.dtype not in dtypes:
-        raise ValueError(f"{name}: expected dtype in {dtypes}, got {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"{name}: expected device {device}, got {t.device}")
-    if not t.is_contiguous():
-        raise ValueError(f"{name}: must be contiguous")
 
 
 def _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n):
