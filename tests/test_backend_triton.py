@@ -41,3 +41,22 @@ def test_triton_backend_equals_torch(models, semantics):
     assert torch.equal(a.if_padded_gazing.cpu(), b.if_padded_gazing.cpu())
     assert torch.equal(a.num_gazing_each_frame.cpu(), b.num_gazing_each_frame.cpu())
     assert (a.confidence.cpu() - b.confidence.cpu()).abs().max().item() <= 1e-5
+
+
+def test_triton_backend_streaming_equals_clip(models):
+    """Frame-by-frame upstream-style streaming through the Triton engine equals the whole clip."""
+    ref, fast = models
+    c = [c for c in cases(LOCAL) if c["name"] == "clip224_t4"][0]
+    video = model_input(c, load_case(LOCAL, c))[:, :2].to(DEVICE)
+    kw = dict(gazing_ratio=0.05, task_loss_requirement=-2.0, generate_only=True)
+    whole = ref({"video": video}, **kw)
+    past = dict(past_key_values=None, past_inputs_embeds=None, past_attention_mask=None, past_conv_values=None)
+    parts = []
+    for t in range(video.shape[1]):
+        out = fast({"video": video[:, t:t + 1]}, use_cache=True, **kw, **past)
+        parts.append(out["gazing_pos"].cpu() + 265 * t)
+        past = {k: out[k.replace("inputs", "input")] for k in past}
+    pad = whole["if_padded_gazing"].cpu()
+    stream = torch.cat(parts, 1)
+    assert stream.shape == whole["gazing_pos"].shape
+    assert torch.equal(stream[~pad], whole["gazing_pos"].cpu()[~pad])
