@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One device call for the Triton backend: install, (engine + kernel tests), Triton-backend fixture parity,
 # a per-kernel profile, then the engine benchmark matrix. Carry .devcarry/shared (a copy of ../shared).
-# Toggles: T_TESTS / T_PARITY / T_PROFILE / T_BENCH = seconds for each stage (0 skips it); BENCH_ARGS.
+# Toggles: T_TESTS / T_ENGINE / T_PARITY / T_PROFILE / T_BENCH = seconds for each stage (0 skips it);
+# BENCH_ARGS. Example: T_PROFILE=90 bash bench/gpu_engine_check.sh (carry .devcarry/shared).
+# Prepare once here: mkdir -p .devcarry/shared && cp -r ../shared/fixtures ../shared/media .devcarry/shared/ &&
+#   rm .devcarry/shared/fixtures/model/model.safetensors   (the model travels in tests/fixtures/model)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 AUTOGAZE_SHARED_FIXTURES="$PWD/.devcarry/shared/fixtures"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
@@ -9,8 +12,11 @@ REPO="$PWD"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader
 python3 -m pip install -q --no-build-isolation --no-deps . > "$OUT/install.log" 2>&1 || { tail -20 "$OUT/install.log"; exit 1; }
 cd /tmp
-[ "${T_TESTS:-240}" != 0 ] && timeout "${T_TESTS:-240}" python3 -m pytest -q -x "$REPO/tests/test_engine.py" "$REPO/tests/kernels" -p no:cacheprovider > "$OUT/tests.log" 2>&1; tail -5 "$OUT/tests.log" 2>/dev/null
-[ "${T_PARITY:-150}" != 0 ] && timeout "${T_PARITY:-150}" python3 -m pytest -q -rf "$REPO/tests/test_parity.py" -k "cuda-triton" -p no:cacheprovider > "$OUT/parity.log" 2>&1; tail -8 "$OUT/parity.log" 2>/dev/null
+# Triton compiles every kernel variant on first use: the full kernel test folder needs several minutes there,
+# so by default only the engine's GPU tests and the model-level parity run (T_TESTS=N adds the kernel tests).
+[ "${T_TESTS:-0}" != 0 ] && timeout "${T_TESTS}" python3 -m pytest -q -x "$REPO/tests/kernels" -p no:cacheprovider > "$OUT/tests.log" 2>&1; tail -5 "$OUT/tests.log" 2>/dev/null
+[ "${T_ENGINE:-200}" != 0 ] && timeout "${T_ENGINE:-200}" python3 -m pytest -q -rf "$REPO/tests/test_engine.py" "$REPO/tests/test_backend_triton.py" -k "gpu or triton_backend" -p no:cacheprovider > "$OUT/engine_tests.log" 2>&1; tail -5 "$OUT/engine_tests.log" 2>/dev/null
+[ "${T_PARITY:-300}" != 0 ] && timeout "${T_PARITY:-300}" python3 -m pytest -q -rf "$REPO/tests/test_parity.py" -k "cuda-triton" -p no:cacheprovider > "$OUT/parity.log" 2>&1; tail -8 "$OUT/parity.log" 2>/dev/null
 cd "$REPO"
 [ "${T_PROFILE:-0}" != 0 ] && timeout "$T_PROFILE" python3 bench/engine_profile.py > "$OUT/profile.log" 2>&1; tail -22 "$OUT/profile.log" 2>/dev/null
 [ "${T_BENCH:-200}" != 0 ] && timeout "${T_BENCH:-200}" python3 bench/engine_gpu.py ${BENCH_ARGS:---iters 10} 2>&1 | tee "$OUT/engine.log"
