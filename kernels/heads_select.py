@@ -80,6 +80,7 @@ def _heads_select_kernel(
                 s = tl.where(banned, float("-inf"), lg)
                 mx = tl.max(s, axis=0)
                 c = tl.argmax(s, axis=0, tie_break_left=True).to(tl.int32)
+                c = tl.minimum(c, EOS - 1)  # only non-finite logits could point past the vocabulary
                 den = tl.sum(tl.exp(s - mx), axis=0)
                 valid = i < n_step
                 chosen = tl.where((offs_k == i) & valid, c, chosen)
