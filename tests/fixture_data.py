@@ -13,6 +13,9 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / "tests" / "fixtures"
 SHARED = Path(os.environ.get("AUTOGAZE_SHARED_FIXTURES", REPO.parent / "shared" / "fixtures"))
+# Pipeline tests run on the CPU with the torch backend; AUTOGAZE_TEST_DEVICE=cuda reruns them on the GPU path.
+PIPELINE_DEVICE = os.environ.get("AUTOGAZE_TEST_DEVICE", "cpu")
+PIPELINE_BACKEND = os.environ.get("AUTOGAZE_TEST_BACKEND", "torch" if PIPELINE_DEVICE == "cpu" else "auto")
 MEAN = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float32).view(1, 1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float32).view(1, 1, 3, 1, 1)
 
@@ -78,3 +81,10 @@ def assert_record_equal(out: dict, pos: torch.Tensor, pad: torch.Tensor, num: to
     assert torch.equal(out["gazing_pos"].cpu()[real], pos[real])
     if padded_values:
         assert torch.equal(out["gazing_pos"].cpu(), pos)
+
+
+def random_rgba(T: int, H: int, W: int, seed: int = 0):
+    """Random uint8 frames [T, H, W, 4]."""
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 256, (T, H, W, 4), dtype=np.uint8)

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 import torch
 
-from fixture_data import model_dir
+from fixture_data import PIPELINE_BACKEND, PIPELINE_DEVICE, random_rgba
 from triton_autogaze.nodes import CallbackOutput, ListOutput, RgbaClipInput, TensorClipInput, gaze_clips, run_nodes
-from triton_autogaze.pipeline import AutoGazePipeline, GazeOptions
+from triton_autogaze.pipeline import GazeOptions
 from triton_autogaze.sparse import fixation_image_mask
 
 OPTS = GazeOptions(gazing_ratio=0.05, task_loss_requirement=None)
 
-DEVICE = os.environ.get("AUTOGAZE_TEST_DEVICE", "cpu")  # "cuda" reruns these on the GPU path
-BACKEND = os.environ.get("AUTOGAZE_TEST_BACKEND", "torch" if DEVICE == "cpu" else "auto")
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return AutoGazePipeline.from_pretrained(model_dir(), device=DEVICE, backend=BACKEND)
-
-
-def rgba(T, H, W, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (T, H, W, 4), dtype=np.uint8)
+DEVICE, BACKEND = PIPELINE_DEVICE, PIPELINE_BACKEND
+rgba = random_rgba
 
 
 def test_tensor_input_batch_rows_become_clips(pipe):

@@ -3,30 +3,21 @@ whole clips, video clips, and bad inputs. Small clips and budgets keep the CPU t
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 import torch
 
-from fixture_data import LOCAL, SHARED, cases, load_case, model_dir, normalise, shared_available
+from fixture_data import (LOCAL, PIPELINE_BACKEND, PIPELINE_DEVICE, SHARED, cases, load_case, model_dir, normalise,
+                          random_rgba, shared_available)
 from triton_autogaze.pipeline import AutoGazePipeline
 from triton_autogaze.processing import AutoGazeImageProcessor
 from triton_autogaze.record import split_record
 
 SMALL = dict(gazing_ratio=0.05, task_loss_requirement=None)  # 13 tokens: a 10-step plus a 3-token cut
 
-DEVICE = os.environ.get("AUTOGAZE_TEST_DEVICE", "cpu")  # "cuda" reruns these on the GPU path
-BACKEND = os.environ.get("AUTOGAZE_TEST_BACKEND", "torch" if DEVICE == "cpu" else "auto")
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return AutoGazePipeline.from_pretrained(model_dir(), device=DEVICE, backend=BACKEND)
-
-
-def rgba(T, H, W, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (T, H, W, 4), dtype=np.uint8)
+DEVICE, BACKEND = PIPELINE_DEVICE, PIPELINE_BACKEND
+rgba = random_rgba
 
 
 def assert_same_trace(a, b, confidence=True):
