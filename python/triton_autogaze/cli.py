@@ -117,20 +117,26 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _load_model(model: str, device: str, backend: str) -> Any:
+def load_pretrained(cls: Any, model: str, device: str, backend: str) -> Any:
+    """``cls.from_pretrained`` for the CLI: warns about demo weights and turns loading errors into CLIError."""
     from .checkpoint import CheckpointError
     from .config import ConfigError
-    from .model import AutoGaze
 
     if model == "demo" and not Path("demo").exists():
         print(f"{PROG}: --model demo: untrained demo weights (NVIDIA architecture, seeded random values); "
               "the fixations are not meaningful", file=sys.stderr)
     try:
-        return AutoGaze.from_pretrained(model, device=device, backend=backend)
+        return cls.from_pretrained(model, device=device, backend=backend)
     except (FileNotFoundError, CheckpointError, ConfigError, ImportError, OSError) as e:
         raise CLIError(f"--model {model}: {e}") from e
     except RuntimeError as e:  # device / backend combinations the model refuses
         raise CLIError(str(e)) from e
+
+
+def _load_model(model: str, device: str, backend: str) -> Any:
+    from .model import AutoGaze
+
+    return load_pretrained(AutoGaze, model, device, backend)
 
 
 def _processor(model: Any) -> Any:

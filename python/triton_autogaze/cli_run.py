@@ -11,7 +11,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .cli import CLIError, PROG, DEMO_FRAMES, _ratio, _finite, _positive_int, _device, _resolve_device, _Source
+from .cli import (CLIError, DEMO_FRAMES, PROG, _device, _finite, _positive_int, _ratio, _resolve_device, _Source,
+                  load_pretrained)
 
 RUN_VIDEOS = {"input | mask | output": "side_by_side.mp4", "mask": "mask.mp4", "output": "output.mp4"}
 GIF_NAMES = {"side_by_side.mp4": "side_by_side.gif", "mask.mp4": "mask.gif", "output.mp4": "output.gif"}
@@ -127,8 +128,6 @@ class _Timer:
 def _load_pipeline(model: str, device: str, backend: str, timer: _Timer) -> Any:
     """AutoGazePipeline whose preprocessing (resize / tile cutting, in packed_tiles) is charged to "preprocess"
     rather than "model"."""
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
     from .pipeline import AutoGazePipeline
 
     class TimedPipeline(AutoGazePipeline):
@@ -141,15 +140,7 @@ def _load_pipeline(model: str, device: str, backend: str, timer: _Timer) -> Any:
                     return inner(tiles)
             return tiles_of
 
-    if model == "demo" and not Path("demo").exists():
-        print(f"{PROG}: --model demo: untrained demo weights (NVIDIA architecture, seeded random values); "
-              "the fixations are not meaningful", file=sys.stderr)
-    try:
-        return TimedPipeline.from_pretrained(model, device=device, backend=backend)
-    except (FileNotFoundError, CheckpointError, ConfigError, ImportError, OSError) as e:
-        raise CLIError(f"--model {model}: {e}") from e
-    except RuntimeError as e:
-        raise CLIError(str(e)) from e
+    return load_pretrained(TimedPipeline, model, device, backend)
 
 
 class _VideoSink:
