@@ -7,8 +7,8 @@ For row ``b`` (if it runs, see ``alive``), head ``h`` and new slot ``j`` (cache 
 
 The key axis is split in chunks of ``chunk`` keys, one program each (flash-decoding), so a single row still
 fills the GPU. Each program writes its unnormalised partial (acc, running max, running sum); the last program
-of a (row, head, query block) to finish (an integer ticket, no float atomics) merges the partials in split
-order (deterministic), applies o_proj for its head and resets the ticket. Slots below ``jmin[b]`` are junk.
+of a (row, head, query block) to finish (an integer ticket, no float atomics) merges the partials, eight
+splits per vector load, in a fixed order (deterministic), applies o_proj for its head and resets the ticket. Slots below ``jmin[b]`` are junk.
 Grid: (B * H * cdiv(n, BQ), cdiv(max key end, chunk)).
 """
 
@@ -30,6 +30,7 @@ def _attention_kernel(
     B, n, nsplit_max, q_sb, q_sh, c_sb, c_sh, c_sl, km_sb, out_sh, out_sb, scale,
     C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
+    G: tl.constexpr,
 ):
     pid = tl.program_id(0)
     sp = tl.program_id(1)
@@ -85,19 +86,27 @@ def _attention_kernel(
         tl.debug_barrier()  # every thread's partial is written before the ticket is taken
         ticket = tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel")
         if ticket == nsp - 1:
+            # merge the splits G at a time: one vector load of G partials, no serial chain per split
             M = tl.full([BQ], NEG, tl.float32)
             L = tl.zeros([BQ], tl.float32)
             A = tl.zeros([BQ, D], tl.float32)
-            for j in range(nsp):
-                sl = pid * nsplit_max + j
-                mj = tl.load(ml_ptr + sl * 2 * BQ + offs_r, cache_modifier=".cg")
-                lj = tl.load(ml_ptr + sl * 2 * BQ + BQ + offs_r, cache_modifier=".cg")
-                oj = tl.load(acc_ptr + sl * BQ * D + offs_r[:, None] * D + offs_d[None, :], cache_modifier=".cg")
-                Mn = tl.maximum(M, mj)
+            offs_g = tl.arange(0, G)
+            for j0 in range(0, nsp, G):
+                js = j0 + offs_g
+                jm = js < nsp
+                sl = pid * nsplit_max + js
+                mj = tl.load(ml_ptr + sl[:, None] * 2 * BQ + offs_r[None, :], mask=jm[:, None], other=NEG,
+                             cache_modifier=".cg")  # [G, BQ]
+                lj = tl.load(ml_ptr + sl[:, None] * 2 * BQ + BQ + offs_r[None, :], mask=jm[:, None], other=0.0,
+                             cache_modifier=".cg")
+                oj = tl.load(acc_ptr + sl[:, None, None] * BQ * D + offs_r[None, :, None] * D
+                             + offs_d[None, None, :], mask=jm[:, None, None], other=0.0,
+                             cache_modifier=".cg")  # [G, BQ, D]
+                Mn = tl.maximum(M, tl.max(mj, axis=0))
                 a1 = tl.exp(M - Mn)
-                a2 = tl.exp(mj - Mn)
-                L = L * a1 + lj * a2
-                A = A * a1[:, None] + oj * a2[:, None]
+                a2 = tl.where(jm[:, None], tl.exp(mj - Mn[None, :]), 0.0)
+                L = L * a1 + tl.sum(lj * a2, axis=0)
+                A = A * a1[:, None] + tl.sum(oj * a2[:, :, None], axis=0)
                 M = Mn
             A = A / tl.where(L > 0, L, 1.0)[:, None]
             offs_c = tl.arange(0, BLOCK_C)
@@ -165,7 +174,8 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
         B, n, scratch.nsplit, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         keymask.stride(0), out.stride(0), out.stride(1), float(D) ** -0.5,
         C=C, H=H, D=D, BQ=block_q, BK=block_k, CHUNK=chunk, BLOCK_C=triton.next_power_of_2(C),
-        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), num_warps=4,
+        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), G=min(8, triton.next_power_of_2(nsplit)),
+        num_warps=4,
     )
 
 

@@ -58,7 +58,7 @@ def _heads_select_kernel(
         nw = tl.load(norm_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
         hn = nw * (h * tl.math.rsqrt(var + eps))
         for ci in tl.static_range(VCH):
-            rows = ci * 64 + tl.arange(0, 64)
+            rows = ci * 32 + tl.arange(0, 32)
             rmask = rows < V
             w = tl.load(lm_ptr + (k * V + rows)[:, None] * C + offs_c[None, :],
                         mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
@@ -78,8 +78,8 @@ def _heads_select_kernel(
                 lg = tl.load(logit_ptr + (b * K + i) * V + offs_v, mask=offs_v < V, other=0.0,
                              cache_modifier=".cg")
                 s = tl.where(banned, float("-inf"), lg)
-                mx = tl.max(s, axis=0)
-                c = tl.argmax(s, axis=0, tie_break_left=True).to(tl.int32)
+                mx, c = tl.max(s, axis=0, return_indices=True, return_indices_tie_break_left=True)
+                c = c.to(tl.int32)
                 c = tl.minimum(c, EOS - 1)  # only non-finite logits could point past the vocabulary
                 den = tl.sum(tl.exp(s - mx), axis=0)
                 valid = i < n_step
@@ -186,7 +186,7 @@ def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch
         chunk_ids, chunk_n, out_ids, out_conf, out_len,
         B, P, B * S * C, S * C, out_ids.stride(0), int(step), int(n_step), float(eps),
         C=C, K=K, V=V, EOS=eos, BLOCK_C=triton.next_power_of_2(C), BLOCK_V=ban_width(V),
-        BLOCK_K=triton.next_power_of_2(K), VCH=triton.cdiv(V, 64), BLOCK_B=triton.next_power_of_2(B),
+        BLOCK_K=triton.next_power_of_2(K), VCH=triton.cdiv(V, 32), BLOCK_B=triton.next_power_of_2(B),
         UPSTREAM=bool(upstream), HAS_TAU=tau is not None, num_warps=4,
     )
 

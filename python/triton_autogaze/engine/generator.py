@@ -1,7 +1,7 @@
 """TritonGenerator: greedy multi-token gaze generation (SPEC §6-§7, §9) on static buffers.
 
-One call = for each frame: frame_setup, a prefill (pending chunk + N vision tokens, 4 layers x 3 kernels),
-then ``ceil(M/K)`` selection steps (heads_select) with a K-token decode feed (4 x 3 kernels) between them, then
+One call = for each frame: frame_setup, a prefill (pending chunk + N vision tokens, 4 layers x 4 kernels),
+then ``ceil(M/K)`` selection steps (heads_select) with a K-token decode feed (4 x 4 kernels) between them, then
 frame_finish. Every step is launched; rows that finished (independent semantics) or batches that finished
 (upstream semantics) make the kernels return at once, so a whole call has no host synchronisation and is
 captured as one CUDA graph per (rows, budgets, tau or not, cache bound) shape. The only sync is at the end,
@@ -53,7 +53,7 @@ class TritonGenerator:
 
     def __init__(self, weights: dict[str, torch.Tensor], cfg: AutoGazeConfig, dtype: torch.dtype = torch.float32,
                  use_cuda_graph: bool = True, device: torch.device | str | None = None, backend: str = "auto",
-                 n_mlp_parts: int | None = None, chunk: int = 256):
+                 chunk: int = 256):
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"dtype: expected torch.float32 or torch.bfloat16, got {dtype}")
         if device is None:
@@ -70,8 +70,12 @@ class TritonGenerator:
         self.eps, self.eos = d.rms_norm_eps, cfg.eos_id
         # The interpreter pays per program, so CPU runs use few, large programs.
         interp = self.device.type != "cuda"
-        self.n_mlp_parts = n_mlp_parts or (3 if interp else 12)
         self.chunk = chunk
+        # Decode feeds are 10 tokens: latency-bound, so GPU programs take narrow output slices (many programs,
+        # small register tiles); the interpreter wants the opposite.
+        self.mlp_block_i = 256 if interp else 16
+        self.mlp_block_c = 256 if interp else 16
+        self.mlp_block_k = 128
         self.prefill_block = 256 if interp else 32
         self.decode_block = 16
         self.head_block = 128 if interp else 16  # rotation pairs per rmsnorm_qkv_rope program
@@ -130,8 +134,7 @@ class TritonGenerator:
         return B, T
 
     def _new_workspace(self, B: int, capacity: int) -> Workspace:
-        return Workspace(self.cfg, B, capacity, self.device, self.dtype, self.w.inv_freq, self.n_mlp_parts,
-                         self.prefill_block, self.decode_block, self.chunk)
+        return Workspace(self.cfg, B, capacity, self.device, self.dtype, self.w.inv_freq, self.prefill_block, self.decode_block, self.chunk)
 
     def _workspace(self, B: int, semantics: str, need: int, state: EngineState | None) -> Workspace:
         if state is not None:
@@ -190,25 +193,30 @@ class TritonGenerator:
                 if s > 0:
                     self._decoder(ws, K, ws.fstart, K * (s - 1), ws.zeros, ws.dpos, ws.alive[s], pre_end + K * s,
                                   ws.att_decode, ws.decode_block, upstream)
-                ops.heads_select(ws.hA, ws.dpart, w.norm, w.lm_head, w.tl_head, ws.alive[s], ws.alive[s + 1],
+                ops.heads_select(ws.hB, None, w.norm, w.lm_head, w.tl_head, ws.alive[s], ws.alive[s + 1],
                                  bufs.tau[t] if has_tau else None, ws.select, ws.ban, w.embed, ws.x, ws.chunk_ids,
                                  ws.chunk_n, bufs.ids[t], bufs.conf[t], bufs.lens[t],
                                  S - 1 if s == 0 else K - 1, s, fp.step_n(s, K), eps, eos, upstream)
             ops.frame_finish(bufs.ids[t], bufs.lens[t], ws.chunk_n, ws.fstart, ws.clen, ws.ccount, ws.keymask, eos)
 
     def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, upstream):
-        """The 4 layers over n slots: rmsnorm_qkv_rope -> attention (+o_proj) -> residual_mlp, per layer."""
+        """The 4 layers over n slots, each rmsnorm_qkv_rope -> attention (+o_proj) -> mlp_gate_up -> mlp_down.
+
+        The residual stream enters in ws.x (layer 0) or ws.hB and leaves in ws.hB; ws.hA holds the mid-layer h1.
+        """
         ops, eps = self.ops, self.eps
         for li, lw in enumerate(self.w.layers):
-            x_in = ws.x if li == 0 else ws.hA
-            ops.rmsnorm_qkv_rope(x_in, None if li == 0 else ws.dpart, ws.hB, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
+            x_in = ws.x if li == 0 else ws.hB
+            ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
                                  pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
                                  block_n=block, block_h=self.head_block)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
                           scratch, n, key_end, upstream, block_q=block, chunk=ws.chunk,
                           block_k=self.key_block)
-            ops.residual_mlp(ws.x if li == 0 else ws.hB, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], lw["down"],
-                             alive, ws.dpart, n, eps, upstream, block_n=block)
+            ops.mlp_gate_up(x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n, eps, upstream,
+                            block_n=block, block_i=self.mlp_block_i)
+            ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=block,
+                         block_c=self.mlp_block_c, block_k=self.mlp_block_k)
 
     def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None):
         B = ws.rows

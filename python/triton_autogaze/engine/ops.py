@@ -16,7 +16,8 @@ from triton_autogaze.kernels import attention as _attn
 from triton_autogaze.kernels import frame_finish as _ff
 from triton_autogaze.kernels import frame_setup as _fs
 from triton_autogaze.kernels import heads_select as _hs
-from triton_autogaze.kernels import residual_mlp as _mlp
+from triton_autogaze.kernels import mlp_down as _down
+from triton_autogaze.kernels import mlp_gate_up as _up
 from triton_autogaze.kernels import rmsnorm_qkv_rope as _qkv
 
 
@@ -25,16 +26,17 @@ class Ops:
     frame_setup: Callable
     rmsnorm_qkv_rope: Callable
     attention: Callable
-    residual_mlp: Callable
+    mlp_gate_up: Callable
+    mlp_down: Callable
     heads_select: Callable
     frame_finish: Callable
     triton: bool
 
 
-TRITON_OPS = Ops(_fs.frame_setup, _qkv.rmsnorm_qkv_rope, _attn.attention, _mlp.residual_mlp, _hs.heads_select,
-                 _ff.frame_finish, True)
-TORCH_OPS = Ops(_fs.frame_setup_ref, _qkv.rmsnorm_qkv_rope_ref, _attn.attention_ref, _mlp.residual_mlp_ref,
-                _hs.heads_select_ref, _ff.frame_finish_ref, False)
+TRITON_OPS = Ops(_fs.frame_setup, _qkv.rmsnorm_qkv_rope, _attn.attention, _up.mlp_gate_up, _down.mlp_down,
+                 _hs.heads_select, _ff.frame_finish, True)
+TORCH_OPS = Ops(_fs.frame_setup_ref, _qkv.rmsnorm_qkv_rope_ref, _attn.attention_ref, _up.mlp_gate_up_ref,
+                _down.mlp_down_ref, _hs.heads_select_ref, _ff.frame_finish_ref, False)
 
 
 def interpreting() -> bool:

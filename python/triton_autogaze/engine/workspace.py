@@ -4,7 +4,7 @@ A Workspace holds everything a generation touches, allocated once for ``rows`` r
 tokens, so a whole call can be captured in a CUDA graph: per-layer K/V caches [B, H, Lmax, D], key-mask bits
 [B, Lmax], per-row device state (cache length, unmasked count, pending chunk, frame offsets, alive history),
 activation buffers over S = K + N slots (the prefill layout: K pending slots, then N vision slots; decode feeds
-use slots 0..K-1), split-K partials and RoPE tables indexed by position.
+use slots 0..K-1), the MLP activations, split-K attention partials and RoPE tables indexed by position.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Workspace:
     """All buffers of one batch of ``rows`` rows with room for ``capacity`` cached tokens per row."""
 
     def __init__(self, cfg: AutoGazeConfig, rows: int, capacity: int, device: torch.device, dtype: torch.dtype,
-                 inv_freq: torch.Tensor, n_mlp_parts: int, prefill_block: int, decode_block: int, chunk: int):
+                 inv_freq: torch.Tensor, prefill_block: int, decode_block: int, chunk: int):
         d = cfg.decoder
         K, N, C = d.num_multi_token_pred, cfg.num_tokens, d.hidden_size
         H, D, V = d.num_attention_heads, d.head_dim, d.vocab_size
@@ -86,7 +86,7 @@ class Workspace:
         self.hB = torch.zeros(B, S, C, **f32)
         self.q = torch.zeros(B, H, S, D, **f32)
         self.opart = torch.zeros(H, B, S, C, **f32)
-        self.dpart = torch.zeros(n_mlp_parts, B, S, C, **f32)
+        self.act = torch.zeros(B, S, d.intermediate_size, **f32)
         self.prefill_block, self.decode_block, self.chunk = prefill_block, decode_block, chunk
         nsplit = triton.cdiv(capacity, chunk)
         self.att_prefill = AttentionScratch(B * H * triton.cdiv(S, prefill_block), nsplit, prefill_block, D, device)

@@ -1,13 +1,15 @@
-"""Fused attention residual + RMSNorm + SiLU-gated MLP, split over the intermediate dimension.
+"""Fused attention residual + RMSNorm + SiLU-gated MLP up-projection (the first half of a decoder layer's MLP).
 
 For every running row ``b`` and slot ``j < n``:
 
     h1 = x[b, j] + sum_{h < H} o_part[h, b, j]               (per-head o_proj partials, fixed order)
     m  = ln * h1 / sqrt(mean(h1^2) + eps)
-    d_part[i, b, j] = (silu(m @ Wg_i^T) * (m @ Wu_i^T)) @ Wd_i^T   for intermediate slice i (BI columns)
+    act[b, j, i] = silu(m @ Wg[i]) * (m @ Wu[i])              for i in this program's BI columns
 
-``h1`` is written to ``h_out`` by slice 0. The caller (next layer or the heads) adds the NI partials in order,
-so there are no float atomics. Grid: (B * cdiv(n, BN), NI) with NI = I / BI.
+``h1`` is written to ``h_out`` by the programs of column block 0. Each program recomputes the (cheap) norm of
+its rows and produces a narrow slice of the intermediate activations, so a 10-token decode feed still spreads
+over I / BI programs per row (the decode is latency-bound; wide weight tiles spill registers).
+Grid: (B * cdiv(n, BN), cdiv(I, BI)).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from ._checks import check_tensor as _check
 
 
 @triton.jit
-def _residual_mlp_kernel(
-    x_ptr, opart_ptr, h_out_ptr, ln_ptr, wgu_ptr, wd_ptr, alive_ptr, dpart_ptr,
-    B, n, x_sb, part_stride, eps,
+def _mlp_gate_up_kernel(
+    x_ptr, opart_ptr, h_out_ptr, ln_ptr, wgu_ptr, alive_ptr, act_ptr,
+    B, n, x_sb, part_stride, act_sb, eps,
     C: tl.constexpr, H: tl.constexpr, I: tl.constexpr, BI: tl.constexpr, BLOCK_C: tl.constexpr,
     BN: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
 ):
@@ -52,20 +54,21 @@ def _residual_mlp_kernel(
         ln = tl.load(ln_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
         a = ln[None, :] * (h * tl.math.rsqrt(var + eps)[:, None])
         offs_i = pi * BI + tl.arange(0, BI)
-        wg = tl.load(wgu_ptr + offs_i[:, None] * C + offs_c[None, :], mask=cmask[None, :], other=0.0).to(tl.float32)
-        wu = tl.load(wgu_ptr + (I + offs_i)[:, None] * C + offs_c[None, :], mask=cmask[None, :],
-                     other=0.0).to(tl.float32)
+        imask = offs_i < I
+        wm = imask[:, None] & cmask[None, :]
+        wg = tl.load(wgu_ptr + offs_i[:, None] * C + offs_c[None, :], mask=wm, other=0.0).to(tl.float32)
+        wu = tl.load(wgu_ptr + (I + offs_i)[:, None] * C + offs_c[None, :], mask=wm, other=0.0).to(tl.float32)
         g = tl.dot(a, tl.trans(wg), input_precision="ieee")  # [BN, BI]
         u = tl.dot(a, tl.trans(wu), input_precision="ieee")
         act = g / (1.0 + tl.exp(-g)) * u
-        wd = tl.load(wd_ptr + offs_c[:, None] * I + offs_i[None, :], mask=cmask[:, None], other=0.0).to(tl.float32)
-        d = tl.dot(act, tl.trans(wd), input_precision="ieee")  # [BN, BLOCK_C]
-        tl.store(dpart_ptr + pi * part_stride + ptrs, d, mask=m2)
+        tl.store(act_ptr + b * act_sb + offs_n[:, None] * I + offs_i[None, :], act,
+                 mask=nmask[:, None] & imask[None, :])
 
 
-def residual_mlp(x, o_part, h_out, ln_w, w_gate_up, w_down, alive, d_part, n, eps, upstream, block_n=16):
-    """x, h_out [B, S, C] fp32; o_part [H, B, S, C] fp32; ln_w [C]; w_gate_up [2I, C] (cat(gate, up));
-    w_down [C, I]; alive [B] int32; d_part [NI, B, S, C] fp32 receives the NI partials (I % NI == 0)."""
+def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16):
+    """x, h_out [B, S, C] fp32; o_part [H, B, S, C] fp32; ln_w [C]; w_gate_up [2I, C] (cat(gate, up), fp32 or
+    bf16); alive [B] int32; act [B, S, I] fp32 receives silu(gate) * up for the first ``n`` slots of running
+    rows. ``block_i``: intermediate columns per program (a power of two >= 16)."""
     B, S, C = x.shape
     dev = x.device
     f32 = (torch.float32,)
@@ -80,34 +83,26 @@ def residual_mlp(x, o_part, h_out, ln_w, w_gate_up, w_down, alive, d_part, n, ep
     I2 = w_gate_up.shape[0]
     _check("w_gate_up", w_gate_up, (I2, C), wdt, dev)
     I = I2 // 2
-    _check("w_down", w_down, (C, I), wdt, dev)
     _check("alive", alive, (B,), (torch.int32,), dev)
-    NI = d_part.shape[0]
-    _check("d_part", d_part, (NI, B, S, C), f32, dev)
-    if I % NI or (I // NI) & (I // NI - 1) or I // NI < 16:
-        raise ValueError(f"d_part: {NI} slices must split I={I} into power-of-two widths >= 16")
-    grid = (B * triton.cdiv(n, block_n), NI)
-    _residual_mlp_kernel[grid](
-        x, o_part, h_out, ln_w, w_gate_up, w_down, alive, d_part,
-        B, n, S * C, B * S * C, float(eps),
-        C=C, H=H, I=I, BI=I // NI, BLOCK_C=triton.next_power_of_2(C), BN=block_n,
+    _check("act", act, (B, S, I), f32, dev)
+    if block_i < 16 or block_i & (block_i - 1):
+        raise ValueError(f"block_i: expected a power of two >= 16, got {block_i}")
+    grid = (B * triton.cdiv(n, block_n), triton.cdiv(I, block_i))
+    _mlp_gate_up_kernel[grid](
+        x, o_part, h_out, ln_w, w_gate_up, alive, act,
+        B, n, S * C, B * S * C, S * I, float(eps),
+        C=C, H=H, I=I, BI=block_i, BLOCK_C=triton.next_power_of_2(C), BN=block_n,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), num_warps=4,
     )
 
 
-def residual_mlp_ref(x, o_part, h_out, ln_w, w_gate_up, w_down, alive, d_part, n, eps, upstream, block_n=16):
+def mlp_gate_up_ref(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16):
     """Torch reference with the launcher's signature and in-place effects."""
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a
     h = x[:, :n] + o_part[:, :, :n].sum(0)
     h_out[go, :n] = h[go]
     m = ln_w.float() * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps))
-    I = w_down.shape[1]
+    I = w_gate_up.shape[0] // 2
     gu = m @ w_gate_up.float().t()
-    act = torch.nn.functional.silu(gu[..., :I]) * gu[..., I:]
-    NI = d_part.shape[0]
-    BI = I // NI
-    wd = w_down.float()
-    for i in range(NI):
-        d = act[..., i * BI:(i + 1) * BI] @ wd[:, i * BI:(i + 1) * BI].t()
-        d_part[i, go, :n] = d[go]
+    act[go, :n] = (torch.nn.functional.silu(gu[..., :I]) * gu[..., I:])[go]

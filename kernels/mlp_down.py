@@ -1,0 +1,90 @@
+"""MLP down-projection fused with the residual add (the second half of a decoder layer's MLP).
+
+For every running row ``b`` and slot ``j < n``:
+
+    out[b, j, c] = h[b, j, c] + act[b, j, :] @ Wd[c, :]       for c in this program's BC output columns
+
+Each program owns complete output columns (the I-long reduction runs inside it, in blocks of BKI), so the next
+layer reads a finished residual stream: no partial sums to add, no float atomics.
+Grid: (B * cdiv(n, BN), cdiv(C, BC)).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._checks import check_tensor as _check
+
+
+@triton.jit
+def _mlp_down_kernel(
+    h_ptr, act_ptr, wd_ptr, alive_ptr, out_ptr,
+    B, n, x_sb, act_sb,
+    C: tl.constexpr, I: tl.constexpr, BC: tl.constexpr, BKI: tl.constexpr, BN: tl.constexpr,
+    BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    nblk = tl.cdiv(n, BN)
+    b = pid // nblk
+    blk = pid % nblk
+    cb = tl.program_id(1)
+    if UPSTREAM:
+        ob = tl.arange(0, BLOCK_B)
+        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+    else:
+        go = tl.load(alive_ptr + b)
+    if go != 0:
+        offs_n = blk * BN + tl.arange(0, BN)
+        nmask = offs_n < n
+        offs_o = cb * BC + tl.arange(0, BC)
+        omask = offs_o < C
+        acc = tl.zeros([BN, BC], tl.float32)
+        for k0 in tl.static_range(0, I, BKI):
+            offs_k = k0 + tl.arange(0, BKI)
+            kmask = offs_k < I
+            a = tl.load(act_ptr + b * act_sb + offs_n[:, None] * I + offs_k[None, :],
+                        mask=nmask[:, None] & kmask[None, :], other=0.0)
+            w = tl.load(wd_ptr + offs_o[:, None] * I + offs_k[None, :], mask=omask[:, None] & kmask[None, :],
+                        other=0.0).to(tl.float32)  # [BC, BKI]
+            acc += tl.dot(a, tl.trans(w), input_precision="ieee")
+        ptrs = b * x_sb + offs_n[:, None] * C + offs_o[None, :]
+        m2 = nmask[:, None] & omask[None, :]
+        h = tl.load(h_ptr + ptrs, mask=m2, other=0.0)
+        tl.store(out_ptr + ptrs, h + acc, mask=m2)
+
+
+def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128):
+    """h, out [B, S, C] fp32 (distinct buffers); act [B, S, I] fp32; w_down [C, I] (fp32 or bf16); alive [B]
+    int32. Writes out = h + act @ w_down^T on the first ``n`` slots of running rows."""
+    B, S, C = h.shape
+    dev = h.device
+    f32 = (torch.float32,)
+    _check("h", h, (B, S, C), f32, dev)
+    if not 1 <= n <= S:
+        raise ValueError(f"n: expected 1 <= n <= {S}, got {n}")
+    I = act.shape[2]
+    _check("act", act, (B, S, I), f32, dev)
+    _check("w_down", w_down, (C, I), (torch.float32, torch.bfloat16), dev)
+    _check("alive", alive, (B,), (torch.int32,), dev)
+    _check("out", out, (B, S, C), f32, dev)
+    if out.data_ptr() == h.data_ptr():
+        raise ValueError("out: must not alias h")
+    for nm, v in (("block_c", block_c), ("block_k", block_k)):
+        if v < 16 or v & (v - 1):
+            raise ValueError(f"{nm}: expected a power of two >= 16, got {v}")
+    grid = (B * triton.cdiv(n, block_n), triton.cdiv(C, block_c))
+    _mlp_down_kernel[grid](
+        h, act, w_down, alive, out, B, n, S * C, S * I,
+        C=C, I=I, BC=block_c, BKI=block_k, BN=block_n, BLOCK_B=triton.next_power_of_2(B),
+        UPSTREAM=bool(upstream), num_warps=4,
+    )
+
+
+def mlp_down_ref(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128):
+    """Torch reference with the launcher's signature and in-place effects."""
+    a = alive != 0
+    go = a.any().expand_as(a) if upstream else a
+    y = h[:, :n] + act[:, :n] @ w_down.float().t()
+    out[go, :n] = y[go]

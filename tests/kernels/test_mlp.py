@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from triton_autogaze.kernels.mlp_down import mlp_down, mlp_down_ref
+from triton_autogaze.kernels.mlp_gate_up import mlp_gate_up, mlp_gate_up_ref
+
+
+def close(a, b, rtol=1e-5, atol=1e-5):
+    torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+B, S, C, H, I = 2, 26, 192, 6, 384
+
+
+def make_up(device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g).to(device)  # noqa: E731
+    return dict(x=r(B, S, C), o_part=r(H, B, S, C), h_out=torch.zeros(B, S, C, device=device), ln_w=r(C),
+                w_gate_up=r(2 * I, C) * 0.1, alive=torch.tensor([0, 1], dtype=torch.int32, device=device),
+                act=torch.zeros(B, S, I, device=device))
+
+
+def make_down(device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g).to(device)  # noqa: E731
+    return dict(h=r(B, S, C), act=r(B, S, I), w_down=r(C, I) * 0.1,
+                alive=torch.tensor([0, 1], dtype=torch.int32, device=device), out=torch.zeros(B, S, C, device=device))
+
+
+@pytest.mark.parametrize("n,block_n,block_i,upstream", [(10, 16, 16, False), (26, 32, 128, True), (26, 16, 256, False)])
+def test_gate_up_matches_ref(device, n, block_n, block_i, upstream):
+    a = make_up(device)
+    b = {k: v.clone() for k, v in a.items()}
+    mlp_gate_up(**a, n=n, eps=1e-5, upstream=upstream, block_n=block_n, block_i=block_i)
+    mlp_gate_up_ref(**b, n=n, eps=1e-5, upstream=upstream)
+    close(a["h_out"], b["h_out"])
+    close(a["act"], b["act"], rtol=1e-4, atol=1e-5)
+    if not upstream:
+        assert not a["act"][0].any() and not a["h_out"][0].any(), "a finished row must not be touched"
+    assert not a["act"][:, n:].any(), "slots past n must not be touched"
+
+
+@pytest.mark.parametrize("n,block_n,block_c,block_k,upstream", [
+    (10, 16, 16, 128, False), (26, 32, 64, 64, True), (26, 16, 256, 256, False)])
+def test_down_matches_ref(device, n, block_n, block_c, block_k, upstream):
+    a = make_down(device)
+    b = {k: v.clone() for k, v in a.items()}
+    mlp_down(**a, n=n, upstream=upstream, block_n=block_n, block_c=block_c, block_k=block_k)
+    mlp_down_ref(**b, n=n, upstream=upstream)
+    close(a["out"], b["out"], rtol=1e-4, atol=1e-4)
+    if not upstream:
+        assert not a["out"][0].any(), "a finished row must not be touched"
+    assert not a["out"][:, n:].any()
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("x", lambda t: t.half()), ("o_part", lambda t: t[:, :, :5].contiguous()), ("act", lambda t: t[..., :7]),
+    ("w_gate_up", lambda t: t[:, :5].contiguous())])
+def test_gate_up_errors(device, name, bad):
+    a = make_up(device)
+    a[name] = bad(a[name])
+    with pytest.raises(ValueError, match=name):
+        mlp_gate_up(**a, n=10, eps=1e-5, upstream=False)
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("h", lambda t: t.double()), ("w_down", lambda t: t.t()), ("out", lambda t: t[:1].contiguous()),
+    ("alive", lambda t: t.long())])
+def test_down_errors(device, name, bad):
+    a = make_down(device)
+    a[name] = bad(a[name])
+    with pytest.raises(ValueError, match=name):
+        mlp_down(**a, n=10, upstream=False)
+
+
+def test_down_rejects_aliasing(device):
+    a = make_down(device)
+    a["out"] = a["h"]
+    with pytest.raises(ValueError, match="alias"):
+        mlp_down(**a, n=10, upstream=False)
