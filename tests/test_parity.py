@@ -1,4 +1,5 @@
-"""Exact parity with upstream AutoGaze on every fixture case (SPEC §12), torch reference backend, fp32."""
+"""Exact parity with upstream AutoGaze on every fixture case (SPEC §12): the torch backend (fused C++ CPU decoder),
+the torch oracle (reference=True) and, with a GPU, CUDA torch and Triton; fp32."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from fixture_data import (assert_record_equal, call_kwargs, case_params, load_ca
 from triton_autogaze import AutoGaze
 
 
-@pytest.fixture(scope="module", params=["cpu-torch", pytest.param("cuda-torch", marks=pytest.mark.gpu),
+# cpu-torch runs the fused C++ CPU decoder (cpu_fast.py) where the machine has it; cpu-reference the torch oracle.
+@pytest.fixture(scope="module", params=["cpu-torch", "cpu-reference", pytest.param("cuda-torch", marks=pytest.mark.gpu),
                                         pytest.param("cuda-triton", marks=pytest.mark.gpu)])
 def model(request):
     device, backend = request.param.split("-")
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
+    if backend == "reference":
+        return AutoGaze.from_pretrained(model_dir(), device=device, backend="torch", reference=True)
     return AutoGaze.from_pretrained(model_dir(), device=device, backend=backend)
 
 

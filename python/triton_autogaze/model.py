@@ -121,7 +121,8 @@ class AutoGaze:
     """
 
     def __init__(self, config: AutoGazeConfig, weights: dict[str, torch.Tensor], device: str | torch.device = "cpu",
-                 backend: str = "auto", dtype: torch.dtype = torch.float32, use_cuda_graph: bool = True):
+                 backend: str = "auto", dtype: torch.dtype = torch.float32, use_cuda_graph: bool = True,
+                 reference: bool = False):
         validate_weights(config, weights)
         self.config = config
         self.device = torch.device(device)
@@ -136,6 +137,11 @@ class AutoGaze:
         self.weights = {k: v.to(self.device, torch.float32).contiguous() for k, v in weights.items()}
         self.decoder = Decoder(self.weights, config)
         self._torch_gen = TorchGenerator(self.decoder, config)
+        if self.backend == "torch" and not reference:
+            from . import cpu_fast
+
+            if cpu_fast.available(self.decoder):  # on the CPU: the fused C++ decoder (reference=True: the oracle)
+                self._torch_gen = TorchGenerator(cpu_fast.FastDecoder(self.decoder), config)
         self._triton_gen = None
         self._patch_weights = None
         self.use_cuda_graph = use_cuda_graph
@@ -145,19 +151,23 @@ class AutoGaze:
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, device: str | torch.device = "cpu",
                         backend: str = "auto", dtype: torch.dtype = torch.float32, revision: str | None = None,
-                        use_cuda_graph: bool = True) -> "AutoGaze":
+                        use_cuda_graph: bool = True, reference: bool = False) -> "AutoGaze":
         """Load a local checkpoint folder (config.json + model.safetensors) or a hub id (needs the hub extra).
 
-        ``"demo"`` builds deterministic untrained weights with the NVIDIA architecture.
+        ``"demo"`` builds deterministic untrained weights with the NVIDIA architecture. With backend "torch"
+        on the CPU, generation runs the fused C++ decoder (``cpu_fast.py``); ``reference=True`` runs the
+        pure-torch oracle (``reference/``) instead.
         """
         if str(path_or_hub_id) == "demo" and not Path("demo").exists():
             from .demo import demo_checkpoint
 
             cfg, weights = demo_checkpoint()
-            model = cls(cfg, weights, device=device, backend=backend, dtype=dtype, use_cuda_graph=use_cuda_graph)
+            model = cls(cfg, weights, device=device, backend=backend, dtype=dtype, use_cuda_graph=use_cuda_graph,
+                        reference=reference)
             return model
         cfg, weights, folder = load_checkpoint(path_or_hub_id, revision=revision)
-        model = cls(cfg, weights, device=device, backend=backend, dtype=dtype, use_cuda_graph=use_cuda_graph)
+        model = cls(cfg, weights, device=device, backend=backend, dtype=dtype, use_cuda_graph=use_cuda_graph,
+                        reference=reference)
         model.checkpoint_dir = folder
         return model
 

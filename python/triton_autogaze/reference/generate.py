@@ -94,9 +94,10 @@ def generate_frame(decoder: Decoder, cfg: AutoGazeConfig, state: GazeState, visi
     confs = torch.empty(B, 0, dtype=torch.float32, device=dev)
     alive = torch.ones(B, dtype=torch.bool, device=dev)
     first = True
+    choose = getattr(decoder, "choose_step", choose_step)  # cpu_fast.FastDecoder brings a native one
     while True:
         logits, tl = decoder.heads(h[:, -1])  # [B, K, V], [B, K]
-        step_ids, step_conf, cut = choose_step(logits, ids, budget, eos)
+        step_ids, step_conf, cut = choose(logits, ids, budget, eos)
         n = step_ids.shape[1]
         step_ids[~alive] = eos
         hit = torch.zeros(B, n, dtype=torch.bool, device=dev)
