@@ -22,10 +22,12 @@ constexpr int64_t kKeyChunk = 256;    // keys per step of the attention pass (a 
 
 // ----- GEMM ------------------------------------------------------------------------------------------------------
 // C[MR, 16 NP] = A[MR, K] B[K, 16 NP]; B is NP panels of 16 columns, panel p at B + p * pstride, row k at + k * ldb.
-// Each C element is one FMA chain over k = 0..K-1 starting from zero.
-template <int MR, int NP>
+// Each C element is one FMA chain over k = 0..K-1 starting from zero. With QK (attention scores), C is stored
+// times `scale` and rmax[8 r .. 8 r + 7] keeps the running lane-wise maximum of row r (the softmax's first
+// pass, for free).
+template <int MR, int NP, bool QK>
 inline void micro(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t pstride, float* C,
-                  int64_t ldc) {
+                  int64_t ldc, float scale, float* rmax) {
   __m256 acc[MR][NP][2];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
@@ -52,45 +54,57 @@ inline void micro(int64_t K, const float* A, int64_t lda, const float* B, int64_
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int p = 0; p < NP; ++p) {
+      if constexpr (QK) {
+        const __m256 vs = _mm256_set1_ps(scale);
+        acc[r][p][0] = _mm256_mul_ps(acc[r][p][0], vs);
+        acc[r][p][1] = _mm256_mul_ps(acc[r][p][1], vs);
+        const __m256 m = _mm256_max_ps(_mm256_loadu_ps(rmax + 8 * r), _mm256_max_ps(acc[r][p][0], acc[r][p][1]));
+        _mm256_storeu_ps(rmax + 8 * r, m);
+      }
       _mm256_storeu_ps(C + r * ldc + p * kPanel, acc[r][p][0]);
       _mm256_storeu_ps(C + r * ldc + p * kPanel + 8, acc[r][p][1]);
     }
 }
 
+template <bool QK>
 void micro_rows(int rows, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t pstride,
-                float* C, int64_t ldc) {
+                float* C, int64_t ldc, float scale, float* rmax) {
   switch (rows) {
-    case 1: micro<1, 1>(K, A, lda, B, ldb, pstride, C, ldc); break;
-    case 2: micro<2, 1>(K, A, lda, B, ldb, pstride, C, ldc); break;
-    case 3: micro<3, 1>(K, A, lda, B, ldb, pstride, C, ldc); break;
-    case 4: micro<4, 1>(K, A, lda, B, ldb, pstride, C, ldc); break;
-    case 5: micro<5, 1>(K, A, lda, B, ldb, pstride, C, ldc); break;
-    default: micro<6, 1>(K, A, lda, B, ldb, pstride, C, ldc); break;
+    case 1: micro<1, 1, QK>(K, A, lda, B, ldb, pstride, C, ldc, scale, rmax); break;
+    case 2: micro<2, 1, QK>(K, A, lda, B, ldb, pstride, C, ldc, scale, rmax); break;
+    case 3: micro<3, 1, QK>(K, A, lda, B, ldb, pstride, C, ldc, scale, rmax); break;
+    case 4: micro<4, 1, QK>(K, A, lda, B, ldb, pstride, C, ldc, scale, rmax); break;
+    case 5: micro<5, 1, QK>(K, A, lda, B, ldb, pstride, C, ldc, scale, rmax); break;
+    default: micro<6, 1, QK>(K, A, lda, B, ldb, pstride, C, ldc, scale, rmax); break;
   }
 }
 
-// C[M, 16 np] = A[M, K] B[K, 16 np] over np panels of B (layout as in micro).
+// C[M, 16 np] = A[M, K] B[K, 16 np] over np panels of B (layout as in micro); QK: see micro (rmax[M]).
+template <bool QK = false>
 void gemm(int64_t M, int64_t np, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
-          int64_t pstride, float* C, int64_t ldc) {
+          int64_t pstride, float* C, int64_t ldc, float scale = 1.0f, float* rmax = nullptr) {
   if (M == 1) {  // one row: four panels at once keep eight FMA chains in flight
     int64_t p = 0;
-    for (; p + 4 <= np; p += 4) micro<1, 4>(K, A, lda, B + p * pstride, ldb, pstride, C + p * kPanel, ldc);
-    for (; p < np; ++p) micro<1, 1>(K, A, lda, B + p * pstride, ldb, pstride, C + p * kPanel, ldc);
+    for (; p + 4 <= np; p += 4)
+      micro<1, 4, QK>(K, A, lda, B + p * pstride, ldb, pstride, C + p * kPanel, ldc, scale, rmax);
+    for (; p < np; ++p) micro<1, 1, QK>(K, A, lda, B + p * pstride, ldb, pstride, C + p * kPanel, ldc, scale, rmax);
     return;
   }
   const int64_t blocks = (M + 5) / 6;
   const int64_t mr = (M + blocks - 1) / blocks;  // e.g. 10 rows -> 2 x 5, not 6 + 4
   for (int64_t p = 0; p < np; ++p)
     for (int64_t r = 0; r < M; r += mr)
-      micro_rows(static_cast<int>(std::min(mr, M - r)), K, A + r * lda, lda, B + p * pstride, ldb, pstride,
-                 C + r * ldc + p * kPanel, ldc);
+      micro_rows<QK>(static_cast<int>(std::min(mr, M - r)), K, A + r * lda, lda, B + p * pstride, ldb, pstride,
+                     C + r * ldc + p * kPanel, ldc, scale, QK ? rmax + 8 * r : nullptr);
 }
 
 // out[M, N] = x[M, K] W^T, W panel-packed [N/16][K][16]; work items are (48 rows) x (4 panels).
 void linear_par(SpinPool& pool, int64_t M, int64_t K, const float* x, int64_t ldx, const float* w, int64_t N,
                 float* out, int64_t ldo) {
-  const int64_t np = N / kPanel, pg = 4, groups = (np + pg - 1) / pg;
-  const int64_t rc = 48, chunks = (M + rc - 1) / rc;
+  // few rows (decode): at least 4 items per thread so a late-waking worker still takes its share
+  const int64_t np = N / kPanel, rc = 48, chunks = (M + rc - 1) / rc;
+  const int64_t pg = chunks > 1 || M == 1 ? 4 : std::max<int64_t>(1, std::min<int64_t>(4, np / (4 * pool.threads())));
+  const int64_t groups = (np + pg - 1) / pg;
   pool.run(groups * chunks, [&](int64_t item) {
     const int64_t g = item % groups, r0 = (item / groups) * rc;
     const int64_t p0 = g * pg, p1 = std::min(np, p0 + pg);
@@ -100,11 +114,13 @@ void linear_par(SpinPool& pool, int64_t M, int64_t K, const float* x, int64_t ld
 }
 
 // ----- elementwise ---------------------------------------------------------------------------------------------------
-// exp for x <= 88.37 (Cephes expf polynomial, ~1 ulp); inputs below -87.3 give 0 or a denormal-free tiny value.
+// exp (Cephes expf polynomial, ~1 ulp) for x in [-87.3, 88.37]; below, exp(-87.3) ~ 1.2e-38 (the smallest
+// normal float: 2^n stays a normal exponent, and a -inf input cannot reach 2^-128 = -inf bits). Callers mask
+// what must be exactly 0; an unmasked one only ever adds it to a sum >= 1, where it vanishes.
 inline __m256 exp256(__m256 x) {
   const __m256 one = _mm256_set1_ps(1.0f);
   x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
-  x = _mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f));
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
   __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
   fx = _mm256_floor_ps(fx);
   x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
@@ -197,13 +213,14 @@ void attention_block(const AttnArgs& a, int64_t b, int64_t h, int64_t i0, int64_
   thread_local std::vector<float> scratch;
   const int64_t rows = i1 - i0, D = a.D, C3 = 3 * a.C, ch = kKeyChunk;
   const int64_t keys = a.L0 + i1;  // the last query of the block sees keys [0, keys)
-  if (static_cast<int64_t>(scratch.size()) < rows * (ch + 2 * D + 2))
-    scratch.resize(rows * (ch + 2 * D + 2));
+  if (static_cast<int64_t>(scratch.size()) < rows * (ch + 2 * D + 10))
+    scratch.resize(rows * (ch + 2 * D + 10));
   float* S = scratch.data();       // [rows, ch] scores, then probabilities, of one chunk
   float* acc = S + rows * ch;      // [rows, D] running output
   float* pv = acc + rows * D;      // [rows, D] this chunk's p v
   float* mx = pv + rows * D;       // [rows] running max
   float* sum = mx + rows;          // [rows] running sum
+  float* rmax = sum + rows;        // [rows, 8] lane-wise score maxima of an open chunk
   const float* q = a.qkv + (b * a.n + i0) * C3 + h * D;
   const float* kp = a.kp + (b * a.H + h) * (a.cap / kPanel) * D * kPanel;
   const float* vb = a.v + (b * a.H + h) * a.cap * D;
@@ -214,30 +231,52 @@ void attention_block(const AttnArgs& a, int64_t b, int64_t h, int64_t i0, int64_
   for (int64_t j0 = 0; j0 < keys; j0 += ch) {
     const int64_t cw = std::min(ch, keys - j0);           // keys in this chunk
     const int64_t tiles = (cw + kPanel - 1) / kPanel;      // whole 16-key tiles (j0 is a multiple of 16)
-    gemm(rows, tiles, D, q, C3, kp + (j0 / kPanel) * D * kPanel, kPanel, D * kPanel, S, ch);
+    // most chunks of a long cache are open to every query of the block (whole tiles, every key before the
+    // first query, every key attendable): the GEMM scales them and takes the row maxima on the way out
+    bool open = cw % kPanel == 0 && j0 + cw <= a.L0 + i0 + 1;
+    for (int64_t j = 0; open && j < cw; ++j) open = km[j0 + j] != 0;
+    const float* kchunk = kp + (j0 / kPanel) * D * kPanel;
+    if (open) {
+      for (int64_t r = 0; r < rows; ++r) _mm256_storeu_ps(rmax + 8 * r, ninf);
+      gemm<true>(rows, tiles, D, q, C3, kchunk, kPanel, D * kPanel, S, ch, a.scale, rmax);
+    } else {
+      gemm(rows, tiles, D, q, C3, kchunk, kPanel, D * kPanel, S, ch);
+    }
     for (int64_t r = 0; r < rows; ++r) {
       float* s = S + r * ch;
-      const int64_t end = std::min(cw, a.L0 + i0 + r + 1 - j0);  // causal: keys j < L0 + i + 1
-      const __m256 vend = _mm256_set1_ps(static_cast<float>(end));
       __m256 m8 = ninf;
       int64_t j = 0;
-      for (; j < cw; j += 8) {  // cw may end inside a group: lanes past `end` are masked, never read later
-        const __m256 ok = _mm256_and_ps(mask8(km + j0 + j),
-                                        _mm256_cmp_ps(_mm256_add_ps(lane, _mm256_set1_ps(static_cast<float>(j))),
-                                                      vend, _CMP_LT_OQ));
-        const __m256 x = _mm256_blendv_ps(ninf, _mm256_mul_ps(_mm256_loadu_ps(s + j), scale), ok);
-        _mm256_storeu_ps(s + j, x);
-        m8 = _mm256_max_ps(m8, x);
+      if (open) {
+        m8 = _mm256_loadu_ps(rmax + 8 * r);
+      } else {
+        const int64_t end = std::min(cw, a.L0 + i0 + r + 1 - j0);  // causal: keys j < L0 + i + 1
+        const __m256 vend = _mm256_set1_ps(static_cast<float>(end));
+        for (; j < cw; j += 8) {  // cw may end inside a group: lanes past `end` are masked, never read later
+          const __m256 ok = _mm256_and_ps(
+              mask8(km + j0 + j),
+              _mm256_cmp_ps(_mm256_add_ps(lane, _mm256_set1_ps(static_cast<float>(j))), vend, _CMP_LT_OQ));
+          const __m256 x = _mm256_blendv_ps(ninf, _mm256_mul_ps(_mm256_loadu_ps(s + j), scale), ok);
+          _mm256_storeu_ps(s + j, x);
+          m8 = _mm256_max_ps(m8, x);
+        }
       }
       const float m_old = j0 ? mx[r] : ninf_s;
       const float m_new = std::max(m_old, hmax(m8));  // finite: key 0 (a vision token) is always attendable
       const __m256 vm = _mm256_set1_ps(m_new);
       __m256 s8 = _mm256_setzero_ps();
-      for (j = 0; j < cw; j += 8) {
-        const __m256 x = _mm256_loadu_ps(s + j);
-        const __m256 p = _mm256_and_ps(exp256(_mm256_sub_ps(x, vm)), _mm256_cmp_ps(x, ninf, _CMP_NEQ_OQ));
-        _mm256_storeu_ps(s + j, p);
-        s8 = _mm256_add_ps(s8, p);
+      if (open) {
+        for (j = 0; j < cw; j += 8) {
+          const __m256 p = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+          _mm256_storeu_ps(s + j, p);
+          s8 = _mm256_add_ps(s8, p);
+        }
+      } else {
+        for (j = 0; j < cw; j += 8) {
+          const __m256 x = _mm256_loadu_ps(s + j);
+          const __m256 p = _mm256_and_ps(exp256(_mm256_sub_ps(x, vm)), _mm256_cmp_ps(x, ninf, _CMP_NEQ_OQ));
+          _mm256_storeu_ps(s + j, p);
+          s8 = _mm256_add_ps(s8, p);
+        }
       }
       for (; j < tiles * kPanel; ++j) s[j] = 0.0f;
       if (j0 == 0) {

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_decoder.h"
@@ -34,8 +35,10 @@ std::string shape_str(const std::vector<int64_t>& v) {
 // Checks dtype, C-contiguity and shape (-1 = any) and returns the data pointer (no copy, ever).
 template <class T>
 T* buffer(const py::array& a, const char* name, const char* dtype, const std::vector<int64_t>& shape) {
-  const std::string dt = py::str(a.dtype()).cast<std::string>();
-  if (dt != dtype) throw py::value_error(std::string(name) + ": expected dtype " + dtype + ", got " + dt);
+  using Elem = typename std::remove_const<T>::type;
+  if (a.dtype().num() != py::dtype::of<Elem>().num())  // (the dtype's name only for the message: it is slow)
+    throw py::value_error(std::string(name) + ": expected dtype " + dtype + ", got " +
+                          py::str(a.dtype()).cast<std::string>());
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + ": expected a C-contiguous array, got strides of shape " +
                           shape_str(a));

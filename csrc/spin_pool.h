@@ -37,6 +37,8 @@ class SpinPool {
     for (int i = 1; i < threads; ++i) std::thread([this, gen] { worker(gen); }).detach();
   }
 
+  int threads() const { return threads_ < 1 ? 1 : threads_; }
+
   // Marks a forward pass as running: sleeping workers wake up (they join the current phase when they do).
   void begin() {
     active_.store(true);  // seq_cst on both sides: a worker going to sleep either sees this or is seen
