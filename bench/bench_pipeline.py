@@ -23,7 +23,12 @@ VIDEO = MEDIA / "example_input.mp4"
 GAZE = dict(gazing_ratio=0.75, task_loss_requirement=0.7)
 BACKEND = os.environ.get("AUTOGAZE_BENCH_BACKEND", "auto")  # the GPU model backend ("torch": the reference)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-needs_video = pytest.mark.skipif(not VIDEO.is_file(), reason=f"no {VIDEO}")
+try:
+    import av  # noqa: F401
+    _AV = True
+except ImportError:
+    _AV = False
+needs_video = pytest.mark.skipif(not (VIDEO.is_file() and _AV), reason=f"needs PyAV and {VIDEO}")
 
 
 def _sync():

@@ -153,6 +153,39 @@ def main() -> None:
             check = compare(out, ref, rows, cfg.eos_id, args.bf16)
         ms = time_run(gen, v, budgets, taut, sem, args.iters)
         print(f"{name:28s} {B:4d} {ntok:7d} {check:>22s} {ms:10.2f}", flush=True)
+        if tau is None:
+            gb = kv_bytes(cfg, budgets, B, 2 if args.bf16 else 4) / 1e9
+            print(f"{'':28s} KV-cache reads {gb:.2f} GB -> {gb / ms * 1e3:.0f} GB/s achieved", flush=True)
+    print(f"device-to-device copy (1 GiB, read + write): {copy_bandwidth():.0f} GB/s")
+
+
+def kv_bytes(cfg, budgets, rows, elem) -> float:
+    """Bytes of K and V the attention reads in a full-budget call: every query block reads every key it may see."""
+    from triton_autogaze.engine.plan import make_plan
+
+    d = cfg.decoder
+    K, N, C, L = d.num_multi_token_pred, cfg.num_tokens, d.hidden_size, d.num_hidden_layers
+    per_key = L * 2 * C * elem
+    total = 0
+    for fp in make_plan(list(budgets), K, N, 0, 0).frames:
+        base = fp.start_hi
+        n = fp.pending_hi + N
+        total += sum(min(base + n, base + q + 32) for q in range(0, n, 32))  # prefill, 32-query blocks
+        end = base + n
+        total += sum(end + K * s for s in range(1, fp.steps))  # decode feeds
+    return float(total * per_key * rows)
+
+
+def copy_bandwidth() -> float:
+    a = torch.empty(1 << 28, device="cuda")  # 1 GiB fp32
+    b = torch.empty_like(a)
+    b.copy_(a)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        b.copy_(a)
+    torch.cuda.synchronize()
+    return 2 * a.numel() * 4 * 10 / (time.perf_counter() - t0) / 1e9
 
 
 if __name__ == "__main__":

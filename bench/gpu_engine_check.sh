@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for the Triton backend: install, (engine + kernel tests), Triton-backend fixture parity,
 # a per-kernel profile, then the engine benchmark matrix. Carry .devcarry/shared (a copy of ../shared).
-# Toggles: T_TESTS / T_ENGINE / T_PARITY / T_PROFILE / T_BENCH = seconds for each stage (0 skips it);
+# Toggles: T_TESTS / T_ENGINE / T_PARITY / T_PROFILE / T_BENCH / T_BF16 / T_SUITE = seconds for each stage (0 skips it);
 # BENCH_ARGS. Example: T_PROFILE=90 bash bench/gpu_engine_check.sh (carry .devcarry/shared).
 # Prepare once here: mkdir -p .devcarry/shared && cp -r ../shared/fixtures ../shared/media .devcarry/shared/ &&
 #   rm .devcarry/shared/fixtures/model/model.safetensors   (the model travels in tests/fixtures/model)
@@ -11,6 +11,9 @@ OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 REPO="$PWD"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader
 python3 -m pip install -q --no-build-isolation --no-deps . > "$OUT/install.log" 2>&1 || { tail -20 "$OUT/install.log"; exit 1; }
+# PyAV is not on the device: carry its wheel (.devcarry/avwheel, `pip download av`) for the video benches
+ls .devcarry/avwheel/*.whl > /dev/null 2>&1 && python3 -m pip install -q --no-deps .devcarry/avwheel/*.whl >> "$OUT/install.log" 2>&1
+export AUTOGAZE_SHARED_MEDIA="$REPO/.devcarry/shared/media"
 cd /tmp
 # Triton compiles every kernel variant on first use: the full kernel test folder needs several minutes there,
 # so by default only the engine's GPU tests and the model-level parity run (T_TESTS=N adds the kernel tests).
@@ -20,4 +23,9 @@ cd /tmp
 cd "$REPO"
 [ "${T_PROFILE:-0}" != 0 ] && timeout "$T_PROFILE" python3 bench/engine_profile.py > "$OUT/profile.log" 2>&1; tail -22 "$OUT/profile.log" 2>/dev/null
 [ "${T_BENCH:-200}" != 0 ] && timeout "${T_BENCH:-200}" python3 bench/engine_gpu.py ${BENCH_ARGS:---iters 10} 2>&1 | tee "$OUT/engine.log"
+[ "${T_BF16:-0}" != 0 ] && timeout "$T_BF16" python3 bench/bf16_agreement.py 2>&1 | tee "$OUT/bf16.log"
+# the pytest-benchmark suites (GPU groups only); SUITE_K narrows them
+[ "${T_SUITE:-0}" != 0 ] && timeout "$T_SUITE" python3 -m pytest bench/bench_engine.py bench/bench_pipeline.py \
+  --benchmark-only -p no:cacheprovider -q -k "${SUITE_K:-not cpu}" --benchmark-columns=median,min,max,rounds \
+  --benchmark-json="$OUT/suite.json" 2>&1 | tail -60 | tee "$OUT/suite.log"
 true

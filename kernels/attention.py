@@ -138,7 +138,7 @@ def attention_splits(n: int, max_key_end: int, chunk: int) -> int:
 
 
 def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
-              upstream, block_q=16, chunk=256, block_k=64):
+              upstream, block_q=16, chunk=256, block_k=64, num_warps=4):
     """q [B, H, S, D] fp32 (first n slots used); k_cache, v_cache [B, H, Lmax, D] fp32|bf16; keymask [B, Lmax]
     int8; qoff, jmin, alive [B] int32; w_o [C, C]; out [H, B, S, C] fp32 per-head o_proj partials (slots < n
     written for running rows); scratch: AttentionScratch; max_key_end: host upper bound of qoff[b]+qoff_add+n.
@@ -175,12 +175,12 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
         keymask.stride(0), out.stride(0), out.stride(1), float(D) ** -0.5,
         C=C, H=H, D=D, BQ=block_q, BK=block_k, CHUNK=chunk, BLOCK_C=triton.next_power_of_2(C),
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), G=min(8, triton.next_power_of_2(nsplit)),
-        num_warps=4,
+        num_warps=num_warps,
     )
 
 
 def attention_ref(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
-                  upstream, block_q=16, chunk=256, block_k=64):
+                  upstream, block_q=16, chunk=256, block_k=64, num_warps=4):
     """Torch reference with the launcher's signature and in-place effects (dense softmax per row)."""
     B, H, S, D = q.shape
     a = alive != 0

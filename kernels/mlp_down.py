@@ -55,7 +55,8 @@ def _mlp_down_kernel(
         tl.store(out_ptr + ptrs, h + acc, mask=m2)
 
 
-def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128):
+def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128,
+             num_warps=4):
     """h, out [B, S, C] fp32 (distinct buffers); act [B, S, I] fp32; w_down [C, I] (fp32 or bf16); alive [B]
     int32. Writes out = h + act @ w_down^T on the first ``n`` slots of running rows."""
     B, S, C = h.shape
@@ -78,11 +79,12 @@ def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, bl
     _mlp_down_kernel[grid](
         h, act, w_down, alive, out, B, n, S * C, S * I,
         C=C, I=I, BC=block_c, BKI=block_k, BN=block_n, BLOCK_B=triton.next_power_of_2(B),
-        UPSTREAM=bool(upstream), num_warps=4,
+        UPSTREAM=bool(upstream), num_warps=num_warps,
     )
 
 
-def mlp_down_ref(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128):
+def mlp_down_ref(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128,
+             num_warps=4):
     """Torch reference with the launcher's signature and in-place effects."""
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a

@@ -65,7 +65,8 @@ def _mlp_gate_up_kernel(
                  mask=nmask[:, None] & imask[None, :])
 
 
-def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16):
+def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
+                num_warps=4):
     """x, h_out [B, S, C] fp32; o_part [H, B, S, C] fp32; ln_w [C]; w_gate_up [2I, C] (cat(gate, up), fp32 or
     bf16); alive [B] int32; act [B, S, I] fp32 receives silu(gate) * up for the first ``n`` slots of running
     rows. ``block_i``: intermediate columns per program (a power of two >= 16)."""
@@ -92,11 +93,12 @@ def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream,
         x, o_part, h_out, ln_w, w_gate_up, alive, act,
         B, n, S * C, B * S * C, S * I, float(eps),
         C=C, H=H, I=I, BI=block_i, BLOCK_C=triton.next_power_of_2(C), BN=block_n,
-        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), num_warps=4,
+        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), num_warps=num_warps,
     )
 
 
-def mlp_gate_up_ref(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16):
+def mlp_gate_up_ref(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
+                    num_warps=4):
     """Torch reference with the launcher's signature and in-place effects."""
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a

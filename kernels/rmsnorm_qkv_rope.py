@@ -133,7 +133,8 @@ def _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin,
 
 
 def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
-                     q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16):
+                     q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
+                     num_warps=4):
     """Launch on the first ``n`` slots. Shapes (S = slot capacity of the activation buffers):
 
     x [B, S, C] fp32 residual; parts [P, B, S, C] fp32 or None (then h = x and h_out is unused);
@@ -155,7 +156,7 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), float(eps),
         C=C, H=H, D=D, BLOCK_C=triton.next_power_of_2(C), BN=block_n, HB=block_h,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), WRITE_H=P > 0,
-        num_warps=4,
+        num_warps=num_warps,
     )
 
 
@@ -166,7 +167,8 @@ def row_go(alive: torch.Tensor, upstream: bool) -> torch.Tensor:
 
 
 def rmsnorm_qkv_rope_ref(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
-                         q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16):
+                         q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
+                         num_warps=4):
     """Torch reference with the launcher's signature and in-place effects."""
     B, S, C = x.shape
     H, D = k_cache.shape[1], k_cache.shape[3]
