@@ -38,13 +38,15 @@ def fixture_dir() -> Path:
 
 def clip_vision(fx: Path, w, cfg, device) -> torch.Tensor:
     """[1, 16, 196, 192] connector output of the clip224_t16 fixture (or random frames if it is missing)."""
-    path = fx / "clip224_t16.safetensors"
+    shared = Path(os.environ.get("AUTOGAZE_SHARED_FIXTURES", str(REPO.parent / "shared" / "fixtures")))
+    path = next((p for p in (fx / "clip224_t16.safetensors", shared / "clip224_t16.safetensors") if p.is_file()),
+                fx / "clip224_t16.safetensors")
     if path.is_file():
         from safetensors.torch import load_file
         raw = load_file(str(path))["raw_rgb"]
         x = raw.float().permute(0, 1, 4, 2, 3) / 127.5 - 1
     else:
-        x = torch.rand(1, 16, 3, 224, 224) * 2 - 1
+        x = torch.rand(1, 16, 3, 224, 224, generator=torch.Generator().manual_seed(0)) * 2 - 1  # same every run
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 1, 3, 1, 1)
     wd = {k: v.to(device) for k, v in w.items()}

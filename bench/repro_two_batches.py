@@ -16,6 +16,8 @@ order = [int(b) for b in sys.argv[2:]] or [1, 8]
 m = AutoGaze.from_pretrained(REPO / "tests" / "fixtures" / "model", device="cuda", backend="triton",
                              use_cuda_graph=which != "model-nograph")
 import time  # noqa: E402
+if which == "model-notrace":
+    m._trace = lambda out, tau: None
 g = torch.Generator().manual_seed(0)
 for B in order:
     video = (torch.rand(B, 16, 3, 224, 224, generator=g) * 4 - 2).cuda()
@@ -24,6 +26,11 @@ for B in order:
             t0 = time.perf_counter()
             if which.startswith("model"):
                 m.generate(video, gazing_ratio=0.75)
+            elif which == "engine-fp32":
+                from triton_autogaze.precision import exact_fp32
+                with torch.inference_mode(), exact_fp32():
+                    v = m.encode(video)[0]
+                    m._generator().run(v, m.budgets(0.75, 16), None, "independent")
             elif which == "engine-inf":
                 with torch.inference_mode():
                     v = m.encode(video)[0]

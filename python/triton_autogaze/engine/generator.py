@@ -136,23 +136,29 @@ class TritonGenerator:
     def _new_workspace(self, B: int, capacity: int) -> Workspace:
         return Workspace(self.cfg, B, capacity, self.device, self.dtype, self.w.inv_freq, self.prefill_block, self.decode_block, self.chunk)
 
+    def _acquire(self, B: int, cap: int) -> Workspace:
+        """A free workspace of B rows and capacity ``cap`` from the pool (with its captured graphs), or a new one."""
+        pool = self._pool.setdefault((B, cap), [])
+        for ws in pool:
+            if ws.owner is None or ws.owner() is None:
+                return ws
+        ws = self._new_workspace(B, cap)
+        pool.append(ws)
+        return ws
+
     def _workspace(self, B: int, semantics: str, need: int, state: EngineState | None) -> Workspace:
         if state is not None:
             ws = state._ws
             state._ws = None
             if ws.capacity >= need:
                 return ws
-            new = self._new_workspace(B, max(need, 2 * ws.capacity))
+            # growth (streaming): the larger workspace also comes from the pool, so a stream that runs again
+            # grows through the same workspaces and replays their graphs instead of capturing new ones
+            new = self._acquire(B, -(-max(need, 2 * ws.capacity) // 256) * 256)
             new.carry_from(ws)
+            ws.owner = None  # the smaller one goes back to the pool
             return new
-        cap = -(-need // 256) * 256
-        pool = self._pool.setdefault((B, cap), [])
-        for ws in pool:
-            if ws.owner is None or ws.owner() is None:
-                ws.reset()
-                return ws
-        ws = self._new_workspace(B, cap)
-        pool.append(ws)
+        ws = self._acquire(B, -(-need // 256) * 256)
         ws.reset()
         return ws
 
