@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
+from ._rows import row_runs
 
 NEG = tl.constexpr(-1.0e30)  # finite "minus infinity": keeps fully masked blocks free of inf - inf
 
@@ -38,11 +39,7 @@ def _attention_kernel(
     b = pid // (H * nqb)
     h = (pid // nqb) % H
     qb = pid % nqb
-    if UPSTREAM:
-        ob = tl.arange(0, BLOCK_B)
-        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
-    else:
-        go = tl.load(alive_ptr + b)
+    go = row_runs(alive_ptr, b, B, BLOCK_B, UPSTREAM)
     qoff = tl.load(qoff_ptr + b) + qoff_add
     jmin = tl.load(jmin_ptr + b)
     q_lo = qb * BQ

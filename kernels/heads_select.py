@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
+from ._rows import row_runs
 
 
 @triton.jit
@@ -39,11 +40,7 @@ def _heads_select_kernel(
     b = tl.program_id(0)
     k = tl.program_id(1)
     alive_b = tl.load(alive_in_ptr + b)
-    if UPSTREAM:
-        ob = tl.arange(0, BLOCK_B)
-        go = tl.max(tl.load(alive_in_ptr + ob, mask=ob < B, other=0), axis=0)
-    else:
-        go = alive_b
+    go = row_runs(alive_in_ptr, b, B, BLOCK_B, UPSTREAM)
     if go == 0:
         if k == 0:
             tl.store(alive_out_ptr + b, alive_b)

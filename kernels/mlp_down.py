@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
+from ._rows import row_and_block, row_runs
 
 
 @triton.jit
@@ -25,16 +26,9 @@ def _mlp_down_kernel(
     C: tl.constexpr, I: tl.constexpr, BC: tl.constexpr, BKI: tl.constexpr, BN: tl.constexpr,
     BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    nblk = tl.cdiv(n, BN)
-    b = pid // nblk
-    blk = pid % nblk
+    b, blk = row_and_block(n, BN)
     cb = tl.program_id(1)
-    if UPSTREAM:
-        ob = tl.arange(0, BLOCK_B)
-        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
-    else:
-        go = tl.load(alive_ptr + b)
+    go = row_runs(alive_ptr, b, B, BLOCK_B, UPSTREAM)
     if go != 0:
         offs_n = blk * BN + tl.arange(0, BN)
         nmask = offs_n < n

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
+from ._rows import row_and_block, row_runs
 
 
 @triton.jit
@@ -31,19 +32,12 @@ def _rmsnorm_qkv_rope_kernel(
     C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BLOCK_C: tl.constexpr, BN: tl.constexpr, HB: tl.constexpr,
     BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, WRITE_H: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    nblk = tl.cdiv(n, BN)
-    b = pid // nblk
-    blk = pid % nblk
+    b, blk = row_and_block(n, BN)
     cb = tl.program_id(1)
     HALF: tl.constexpr = D // 2
     NCB: tl.constexpr = (H * HALF + HB - 1) // HB
     which = cb // NCB  # 0 = q, 1 = k, 2 = v
-    if UPSTREAM:
-        ob = tl.arange(0, BLOCK_B)
-        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
-    else:
-        go = tl.load(alive_ptr + b)
+    go = row_runs(alive_ptr, b, B, BLOCK_B, UPSTREAM)
     if go != 0:
         offs_n = blk * BN + tl.arange(0, BN)
         offs_c = tl.arange(0, BLOCK_C)
