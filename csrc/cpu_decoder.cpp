@@ -17,7 +17,7 @@ namespace cpudec {
 namespace {
 
 constexpr int64_t kPanel = 16;     // columns per packed panel (two 8-float vectors)
-constexpr int64_t kQueryBlock = 256;  // queries per attention work item (a prefill is one block per head)
+constexpr int64_t kQueryBlock = 64;   // at most this many queries per attention work item (balanced blocks)
 constexpr int64_t kKeyChunk = 256;    // keys per step of the attention pass (a multiple of 16)
 
 // ----- GEMM ------------------------------------------------------------------------------------------------------
@@ -350,10 +350,13 @@ void forward(const Model& m, const Cache& cache, const float* x, const float* co
     const int64_t nq = last ? 1 : n;
     AttnArgs args{ws.qkv.data(), kp, vc, cache.keymask, ws.o.data(), n, nq, L0, cache.cap, C, H, D,
                   1.0f / std::sqrt(static_cast<float>(D))};
-    const int64_t qblocks = (nq + kQueryBlock - 1) / kQueryBlock;
+    // balanced blocks (206 queries -> 4 x 52): each block reads keys up to its own last query only (less of the
+    // causal triangle), its scores stay in L2, and the items (B * H * blocks) share out evenly over the threads.
+    // Blocking changes no value: every row's chunks, maxima, sums and dot products are the same.
+    const int64_t qblocks = (nq + kQueryBlock - 1) / kQueryBlock, qb_rows = (nq + qblocks - 1) / qblocks;
     pool.run(B * H * qblocks, [&](int64_t item) {
-      const int64_t qb = item % qblocks, bh = item / qblocks, i0 = n - nq + qb * kQueryBlock;
-      attention_block(args, bh / H, bh % H, i0, std::min(n, i0 + kQueryBlock));
+      const int64_t qb = item % qblocks, bh = item / qblocks, i0 = n - nq + qb * qb_rows;
+      if (i0 < n) attention_block(args, bh / H, bh % H, i0, std::min(n, i0 + qb_rows));
     });
     if (last && n > 1) {  // keep only each row's last token from here on
       for (int64_t b = 0; b < B; ++b) std::copy(h + (b * n + n - 1) * C, h + (b * n + n) * C, h + b * C);

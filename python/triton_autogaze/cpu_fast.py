@@ -3,12 +3,16 @@
 ``reference/generate.py`` runs unchanged; only the decoder differs. :class:`FastDecoder` keeps the interface of
 :class:`~triton_autogaze.reference.decoder.Decoder` (``forward``, ``heads``, ``rope``, ``new_cache``, ``embed``)
 but runs each forward as one call into ``_cpu_decoder`` (AVX2 + FMA GEMM micro-kernels, fused two-pass
-attention, a spin-waiting thread pool of ``torch.get_num_threads()`` threads, no per-op dispatch) and returns
+attention, a spin-waiting thread pool of ``torch.get_num_threads()`` threads, no per-op dispatch; torch itself
+runs single-threaded inside the loop, see :meth:`FastDecoder.generation`) and returns
 only the last token's hidden state, the one the loop reads. Same math in fp32, different summation order: tokens
 equal the oracle's and upstream's on every parity fixture (tests/test_parity.py runs both paths).
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -70,8 +74,11 @@ class FastKVCache:
             return
         cap = -(-max(need, 2 * self.capacity) // PANEL) * PANEL
         tiles = -(-self.length // PANEL)
-        kp = self.kp.new_zeros(*self.kp.shape[:3], cap // PANEL, *self.kp.shape[4:])
-        v = self.v.new_zeros(*self.v.shape[:3], cap, self.v.shape[4])
+        # uninitialised: a page is touched (and zero-filled by the OS) only once keys are written there. The C++
+        # side never reads a value slot past `length`, and reads key slots past it only in the last partial tile,
+        # whose lanes it masks to -inf before use (whatever bits they hold).
+        kp = self.kp.new_empty(*self.kp.shape[:3], cap // PANEL, *self.kp.shape[4:])
+        v = self.v.new_empty(*self.v.shape[:3], cap, self.v.shape[4])
         km = self.keymask.new_zeros(self.batch, cap)
         kp[:, :, :, :tiles] = self.kp[:, :, :, :tiles]
         v[:, :, :, : self.length] = self.v[:, :, :, : self.length]
@@ -108,6 +115,30 @@ class FastDecoder:
         self.native = _cpu_decoder.Decoder(d.hidden_size, d.num_attention_heads, d.head_dim, d.intermediate_size,
                                            d.rms_norm_eps, layers, ref.norm.contiguous().numpy(), heads.numpy())
 
+    threads: int | None = None  # the native pool's size inside ``generation``; torch.get_num_threads() outside
+
+    @contextmanager
+    def generation(self) -> Iterator[None]:
+        """Scope of a generation loop (reference/generate.py enters it): torch runs on one thread while the native
+        pool keeps torch's count. The loop's torch ops are tiny, and each multi-threaded one leaves libgomp's
+        workers spin-waiting for the next parallel region for milliseconds afterwards, on the very cores the native
+        pool needs (a 16-frame clip with stopping ran ~1.4x slower for it on 2 cores). Thread counts change no
+        value here: the loop's torch ops are element-wise, integer or boolean."""
+        n = torch.get_num_threads()
+        if self.threads is not None or n <= 1:  # nested, or nothing to change
+            yield
+            return
+        self.threads = n
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(n)
+            self.threads = None
+
+    def _threads(self) -> int:
+        return self.threads or torch.get_num_threads()
+
     def new_cache(self, batch: int, capacity: int) -> FastKVCache:
         d = self.d
         return FastKVCache(d.num_hidden_layers, batch, d.num_attention_heads, d.head_dim, capacity)
@@ -129,7 +160,7 @@ class FastDecoder:
         out = torch.empty(B, C)
         kp, v, km = cache.views
         self.native.forward(x.contiguous().numpy(), cos.numpy(), sin.numpy(), kp, v, km, L0, out.numpy(),
-                            torch.get_num_threads())
+                            self._threads())
         cache.length = L0 + n
         return out[:, None]
 
@@ -137,7 +168,7 @@ class FastDecoder:
         """h [B, C] -> (logits [B, K, V] fp32, task-loss predictions [B, K] fp32)."""
         B = h.shape[0]
         out = torch.empty(B, self.native.n_out)
-        self.native.heads(h.contiguous().numpy(), out.numpy(), torch.get_num_threads())
+        self.native.heads(h.contiguous().numpy(), out.numpy(), self._threads())
         KV = self.K * self.V
         return out[:, :KV].view(B, self.K, self.V), out[:, KV:KV + self.K]
 

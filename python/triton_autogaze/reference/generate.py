@@ -7,6 +7,7 @@ first-token exemption, budget truncation inside a step, and (with ``semantics="u
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -215,6 +216,13 @@ class TorchGenerator:
             state = TorchState(semantics, [new_state(self.decoder, rows, 16) for _ in range(n_states)])
         if state.semantics != semantics:
             raise ValueError(f"cannot continue a '{state.semantics}' stream with batch_semantics='{semantics}'")
+        scope = getattr(self.decoder, "generation", None)  # cpu_fast.FastDecoder: torch single-threaded in the loop
+        with scope() if scope is not None else nullcontext():
+            return self._run(vision, budgets, tau, semantics, state)
+
+    def _run(self, vision: torch.Tensor, budgets: list[int], tau: torch.Tensor | None, semantics: str,
+             state: TorchState) -> tuple[GenerationOutput, TorchState]:
+        B = vision.shape[0]
         if semantics == "upstream":
             out = generate_upstream(self.decoder, self.cfg, vision, budgets, tau, state.states[0])
             return out, state
