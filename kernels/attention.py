@@ -8,7 +8,8 @@ For row ``b`` (if it runs, see ``alive``), head ``h`` and new slot ``j`` (cache 
 The key axis is split in chunks of ``chunk`` keys, one program each (flash-decoding), so a single row still
 fills the GPU. Each program writes its unnormalised partial (acc, running max, running sum); the last program
 of a (row, head, query block) to finish (an integer ticket, no float atomics) merges the partials, eight
-splits per vector load, in a fixed order (deterministic), applies o_proj for its head and resets the ticket. Slots below ``jmin[b]`` are junk.
+splits per vector load, in a fixed order (deterministic), applies o_proj for its head and resets the ticket.
+Slots below ``jmin[b]`` are junk.
 Grid: (B * H * cdiv(n, BQ), cdiv(max key end, chunk)).
 """
 
