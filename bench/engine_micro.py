@@ -76,7 +76,7 @@ def main() -> None:
             for nw in (1, 2, 4, 8):
                 for bh in (16, 32):
                     rows.append((f"qkv bh{bh} w{nw}", lambda bh=bh, nw=nw: Q.rmsnorm_qkv_rope(
-                        ws.hB, lw["ln1"], lw["qkv"], ws.cos, ws.sin, ws.pos, qoff, 0, ws.zeros, al,
+                        ws.hB, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin, ws.pos, qoff, 0, ws.zeros, al,
                         ws.q, ws.k[0], ws.v[0], n, 1e-5, False, block_n=blk, block_h=bh, num_warps=nw)))
                 for bk in (32, 64, 128):
                     rows.append((f"attn bk{bk} w{nw}", lambda bk=bk, nw=nw: A.attention(
@@ -97,7 +97,7 @@ def main() -> None:
                 except Exception as e:  # noqa: BLE001
                     print(f"B={B} {tag:7s} {name:24s} FAILED {type(e).__name__}: {str(e)[:80]}", flush=True)
         bufs = gen._call_buffers(ws, 1, 198)
-        hs = lambda: HS.heads_select(ws.hB, gen.w.norm, gen.w.lm_head, gen.w.tl_head, ws.alive[1], ws.alive[1],  # noqa: E731
+        hs = lambda: HS.heads_select(ws.hB, None, gen.w.norm, gen.w.lm_head, gen.w.tl_head, ws.alive[1], ws.alive[1],  # noqa: E731
                                      None, ws.select, ws.ban, gen.w.embed, ws.x, ws.chunk_ids, ws.chunk_n,
                                      bufs.ids[0], bufs.conf[0], bufs.lens[0], 9, 1, 10, 1e-5, 265, False)
         print(f"B={B} heads_select {graph_us(hs):8.2f} us", flush=True)

@@ -8,8 +8,7 @@ For row ``b`` (if it runs, see ``alive``), head ``h`` and new slot ``j`` (cache 
 The key axis is split in chunks of ``chunk`` keys, one program each (flash-decoding), so a single row still
 fills the GPU. Each program writes its unnormalised partial (acc, running max, running sum); the last program
 of a (row, head, query block) to finish (an integer ticket, no float atomics) merges the partials, eight
-splits per vector load, in a fixed order (deterministic), applies o_proj for its head and resets the ticket.
-Slots below ``jmin[b]`` are junk.
+splits per vector load, in a fixed order (deterministic), applies o_proj for its head and resets the ticket. Slots below ``jmin[b]`` are junk.
 Grid: (B * H * cdiv(n, BQ), cdiv(max key end, chunk)).
 """
 
@@ -20,7 +19,6 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._rows import row_runs
 
 NEG = tl.constexpr(-1.0e30)  # finite "minus infinity": keeps fully masked blocks free of inf - inf
 
@@ -40,7 +38,11 @@ def _attention_kernel(
     b = pid // (H * nqb)
     h = (pid // nqb) % H
     qb = pid % nqb
-    go = row_runs(alive_ptr, b, B, BLOCK_B, UPSTREAM)
+    if UPSTREAM:
+        ob = tl.arange(0, BLOCK_B)
+        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+    else:
+        go = tl.load(alive_ptr + b)
     qoff = tl.load(qoff_ptr + b) + qoff_add
     jmin = tl.load(jmin_ptr + b)
     q_lo = qb * BQ

@@ -3,7 +3,7 @@
 One selection step (SPEC §7.2, step ``s`` of a frame, ``n_step = min(K, M - K*s)`` positions) for each row
 that runs (``alive_in[b]``, or any row alive in upstream semantics):
 
-    h       = x[b, last];  hn = norm * h / sqrt(mean(h^2) + eps)
+    h       = x[b, last] + sum_p parts[p, b, last]; hn = norm * h / sqrt(mean(h^2) + eps)
     logits  = lm_head(hn) as [K, V];  tl = task_head(hn) [K]
     for i < n_step: c_i = argmax(logits[i] with banned ids, EOS and c_<i at -inf)  (lowest id on ties)
                     conf_i = softmax prob of c_i over the still-allowed ids
@@ -24,15 +24,14 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._rows import row_runs
 
 
 @triton.jit
 def _heads_select_kernel(
-    x_ptr, last_slot, norm_ptr, lm_ptr, tlw_ptr, alive_in_ptr, alive_out_ptr, tau_ptr,
+    x_ptr, part_ptr, last_slot, norm_ptr, lm_ptr, tlw_ptr, alive_in_ptr, alive_out_ptr, tau_ptr,
     logit_ptr, tlv_ptr, cnt_ptr, ban_ptr, embed_ptr, xn_ptr, chunk_ptr, chunk_n_ptr,
     out_ids_ptr, out_conf_ptr, out_len_ptr,
-    B, x_sb, out_sb, step, n_step, eps,
+    B, n_parts, part_stride, x_sb, out_sb, step, n_step, eps,
     C: tl.constexpr, K: tl.constexpr, V: tl.constexpr, EOS: tl.constexpr, BLOCK_C: tl.constexpr,
     BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr, VCH: tl.constexpr, BLOCK_B: tl.constexpr,
     UPSTREAM: tl.constexpr, HAS_TAU: tl.constexpr,
@@ -40,14 +39,21 @@ def _heads_select_kernel(
     b = tl.program_id(0)
     k = tl.program_id(1)
     alive_b = tl.load(alive_in_ptr + b)
-    go = row_runs(alive_in_ptr, b, B, BLOCK_B, UPSTREAM)
+    if UPSTREAM:
+        ob = tl.arange(0, BLOCK_B)
+        go = tl.max(tl.load(alive_in_ptr + ob, mask=ob < B, other=0), axis=0)
+    else:
+        go = alive_b
     if go == 0:
         if k == 0:
             tl.store(alive_out_ptr + b, alive_b)
     else:
         offs_c = tl.arange(0, BLOCK_C)
         cmask = offs_c < C
-        h = tl.load(x_ptr + b * x_sb + last_slot * C + offs_c, mask=cmask, other=0.0)
+        hp = b * x_sb + last_slot * C + offs_c
+        h = tl.load(x_ptr + hp, mask=cmask, other=0.0)
+        for p in range(n_parts):
+            h += tl.load(part_ptr + p * part_stride + hp, mask=cmask, other=0.0)
         var = tl.sum(h * h, axis=0) / C
         nw = tl.load(norm_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
         hn = nw * (h * tl.math.rsqrt(var + eps))
@@ -120,7 +126,7 @@ def ban_width(vocab: int) -> int:
     return triton.next_power_of_2(vocab)
 
 
-def _check_args(x, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next, chunk_ids,
+def _check_args(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next, chunk_ids,
                 chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eos):
     B, S, C = x.shape
     dev = x.device
@@ -130,6 +136,8 @@ def _check_args(x, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, e
     _check("x", x, (B, S, C), f32, dev)
     if not 0 <= last_slot < S:
         raise ValueError(f"last_slot: expected 0 <= last_slot < {S}, got {last_slot}")
+    if parts is not None:
+        _check("parts", parts, (parts.shape[0], B, S, C), f32, dev)
     _check("norm_w", norm_w, (C,), wdt, dev)
     K = tl_w.shape[0]
     V = embed.shape[0]
@@ -159,37 +167,41 @@ def _check_args(x, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, e
         raise ValueError(f"n_step: step {step} with {n_step} ids does not fit {Lt} output columns")
 
 
-def heads_select(x, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next, chunk_ids,
+def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next, chunk_ids,
                  chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eps, eos, upstream):
-    """x [B, S, C] fp32 residual (read at ``last_slot``); norm_w [C]; lm_w [K*V, C]; tl_w [K, C];
-    alive_in/alive_out [B] int32; tau [B] fp32 or None; scratch: SelectScratch; ban [B, pow2(V)] int8
-    per-frame ban bits; embed [V, C]; x_next [B, S, C] fp32 (slots K-n_step..K-1 receive the chosen ids'
-    embeddings); chunk_ids [B, K] int32; chunk_n, out_len [B] int32; out_ids [B, Lt] int64 and out_conf
-    [B, Lt] fp32 (this frame's outputs).
+    """x [B, S, C] fp32 residual, parts [P, B, S, C] fp32 or None (summed into x at ``last_slot``);
+    norm_w [C]; lm_w [K*V, C]; tl_w [K, C]; alive_in/alive_out [B] int32; tau [B] fp32 or None;
+    scratch: SelectScratch; ban [B, pow2(V)] int8 per-frame ban bits; embed [V, C]; x_next [B, S, C] fp32
+    (slots K-n_step..K-1 receive the chosen ids' embeddings); chunk_ids [B, K] int32; chunk_n, out_len [B]
+    int32; out_ids [B, Lt] int64 and out_conf [B, Lt] fp32 (this frame's outputs).
     """
-    _check_args(x, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next, chunk_ids,
+    _check_args(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next, chunk_ids,
                 chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eos)
     B, S, C = x.shape
     K, V = tl_w.shape[0], embed.shape[0]
+    P = 0 if parts is None else parts.shape[0]
     _heads_select_kernel[(B, K)](
-        x, int(last_slot), norm_w, lm_w, tl_w, alive_in, alive_out,
+        x, x if parts is None else parts, int(last_slot), norm_w, lm_w, tl_w, alive_in, alive_out,
         alive_in if tau is None else tau, scratch.logits, scratch.tl, scratch.cnt, ban, embed, x_next,
         chunk_ids, chunk_n, out_ids, out_conf, out_len,
-        B, S * C, out_ids.stride(0), int(step), int(n_step), float(eps),
+        B, P, B * S * C, S * C, out_ids.stride(0), int(step), int(n_step), float(eps),
         C=C, K=K, V=V, EOS=eos, BLOCK_C=triton.next_power_of_2(C), BLOCK_V=ban_width(V),
         BLOCK_K=triton.next_power_of_2(K), VCH=triton.cdiv(V, 32), BLOCK_B=triton.next_power_of_2(B),
         UPSTREAM=bool(upstream), HAS_TAU=tau is not None, num_warps=4,
     )
 
 
-def heads_select_ref(x, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next,
+def heads_select_ref(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next,
                      chunk_ids, chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eps, eos, upstream):
     """Torch reference with the launcher's signature and in-place effects (scratch.logits/tl also filled)."""
     B, S, C = x.shape
     K, V = tl_w.shape[0], embed.shape[0]
     a = alive_in != 0
     go = a.any().expand_as(a) if upstream else a
-    h = x[:, last_slot]
+    h = x[:, last_slot].clone()
+    if parts is not None:
+        for p in range(parts.shape[0]):
+            h = h + parts[p, :, last_slot]
     hn = norm_w.float() * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps))
     logits = (hn @ lm_w.float().t()).view(B, K, V)
     tlv = hn @ tl_w.float().t()

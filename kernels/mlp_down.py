@@ -16,7 +16,6 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._rows import row_and_block, row_runs
 
 
 @triton.jit
@@ -26,9 +25,16 @@ def _mlp_down_kernel(
     C: tl.constexpr, I: tl.constexpr, BC: tl.constexpr, BKI: tl.constexpr, BN: tl.constexpr,
     BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
 ):
-    b, blk = row_and_block(n, BN)
+    pid = tl.program_id(0)
+    nblk = tl.cdiv(n, BN)
+    b = pid // nblk
+    blk = pid % nblk
     cb = tl.program_id(1)
-    go = row_runs(alive_ptr, b, B, BLOCK_B, UPSTREAM)
+    if UPSTREAM:
+        ob = tl.arange(0, BLOCK_B)
+        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+    else:
+        go = tl.load(alive_ptr + b)
     if go != 0:
         offs_n = blk * BN + tl.arange(0, BN)
         nmask = offs_n < n

@@ -19,7 +19,6 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._rows import row_and_block, row_runs
 
 
 @triton.jit
@@ -29,9 +28,16 @@ def _mlp_gate_up_kernel(
     C: tl.constexpr, H: tl.constexpr, I: tl.constexpr, BI: tl.constexpr, BLOCK_C: tl.constexpr,
     BN: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
 ):
-    b, blk = row_and_block(n, BN)
+    pid = tl.program_id(0)
+    nblk = tl.cdiv(n, BN)
+    b = pid // nblk
+    blk = pid % nblk
     pi = tl.program_id(1)
-    go = row_runs(alive_ptr, b, B, BLOCK_B, UPSTREAM)
+    if UPSTREAM:
+        ob = tl.arange(0, BLOCK_B)
+        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+    else:
+        go = tl.load(alive_ptr + b)
     if go != 0:
         offs_n = blk * BN + tl.arange(0, BN)
         offs_c = tl.arange(0, BLOCK_C)

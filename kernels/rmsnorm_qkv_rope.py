@@ -1,8 +1,9 @@
-"""Fused RMSNorm + QKV projection + llama3 RoPE + KV-cache write (one decoder layer's front).
+"""Fused residual combine + RMSNorm + QKV projection + llama3 RoPE + KV-cache write (one decoder layer's front).
 
 For every row ``b`` that is still generating and every slot ``j`` of the ``n`` new tokens:
 
-    a      = ln * x[b, j] / sqrt(mean(x[b, j]^2) + eps)     (x: the residual stream entering the layer)
+    h      = x[b, j] + sum_p parts[p, b, j]              (the previous layer's split-K MLP partials)
+    a      = ln * h / sqrt(mean(h^2) + eps)
     q,k,v  = a @ Wq^T, a @ Wk^T, a @ Wv^T                 (w_qkv = cat(Wq, Wk, Wv) [3C, C])
     q, k   = rope(q, pos[b, j]), rope(k, pos[b, j])      ("rotate half", cos/sin from tables)
     q_out[b, :, j] = q ;  cache[b, :, qoff[b] + qoff_add + j] = k, v   (only for j >= jmin[b])
@@ -20,23 +21,29 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._rows import row_and_block, row_runs
 
 
 @triton.jit
 def _rmsnorm_qkv_rope_kernel(
-    x_ptr, ln_ptr, w_ptr, cos_ptr, sin_ptr, pos_ptr,
+    x_ptr, part_ptr, h_out_ptr, ln_ptr, w_ptr, cos_ptr, sin_ptr, pos_ptr,
     qoff_ptr, qoff_add, jmin_ptr, alive_ptr, q_ptr, k_ptr, v_ptr,
-    B, n, x_sb, pos_sb, q_sb, q_sh, c_sb, c_sh, c_sl, eps,
+    B, n, n_parts, part_stride, x_sb, pos_sb, q_sb, q_sh, c_sb, c_sh, c_sl, eps,
     C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BLOCK_C: tl.constexpr, BN: tl.constexpr, HB: tl.constexpr,
-    BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
+    BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, WRITE_H: tl.constexpr,
 ):
-    b, blk = row_and_block(n, BN)
+    pid = tl.program_id(0)
+    nblk = tl.cdiv(n, BN)
+    b = pid // nblk
+    blk = pid % nblk
     cb = tl.program_id(1)
     HALF: tl.constexpr = D // 2
     NCB: tl.constexpr = (H * HALF + HB - 1) // HB
     which = cb // NCB  # 0 = q, 1 = k, 2 = v
-    go = row_runs(alive_ptr, b, B, BLOCK_B, UPSTREAM)
+    if UPSTREAM:
+        ob = tl.arange(0, BLOCK_B)
+        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+    else:
+        go = tl.load(alive_ptr + b)
     if go != 0:
         offs_n = blk * BN + tl.arange(0, BN)
         offs_c = tl.arange(0, BLOCK_C)
@@ -45,6 +52,11 @@ def _rmsnorm_qkv_rope_kernel(
         m2 = nmask[:, None] & cmask[None, :]
         ptrs = b * x_sb + offs_n[:, None] * C + offs_c[None, :]
         h = tl.load(x_ptr + ptrs, mask=m2, other=0.0)
+        for p in range(n_parts):
+            h += tl.load(part_ptr + p * part_stride + ptrs, mask=m2, other=0.0)
+        if WRITE_H:
+            if cb == 0:
+                tl.store(h_out_ptr + ptrs, h, mask=m2)
         var = tl.sum(h * h, axis=1) / C
         ln = tl.load(ln_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
         a = ln[None, :] * (h * tl.math.rsqrt(var + eps)[:, None])
@@ -88,7 +100,7 @@ def _rmsnorm_qkv_rope_kernel(
                 tl.store(v_ptr + cp + HALF, y2.to(v_ptr.dtype.element_ty), mask=sm)
 
 
-def _check_args(x, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n):
+def _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n):
     B, S, C = x.shape
     dev = x.device
     f32 = (torch.float32,)
@@ -96,6 +108,11 @@ def _check_args(x, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out,
     _check("x", x, (B, S, C), f32, dev)
     if not 1 <= n <= S:
         raise ValueError(f"n: expected 1 <= n <= {S}, got {n}")
+    if parts is not None:
+        _check("parts", parts, (parts.shape[0], B, S, C), f32, dev)
+        if h_out is None:
+            raise ValueError("h_out: required when parts are given")
+        _check("h_out", h_out, (B, S, C), f32, dev)
     _check("ln_w", ln_w, (C,), wdt, dev)
     _check("w_qkv", w_qkv, (3 * C, C), wdt, dev)
     H, Lmax, D = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
@@ -115,28 +132,30 @@ def _check_args(x, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out,
         raise ValueError(f"q_out: needs at least n={n} slots, got {q_out.shape[2]}")
 
 
-def rmsnorm_qkv_rope(x, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
+def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
                      q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
                      num_warps=4):
     """Launch on the first ``n`` slots. Shapes (S = slot capacity of the activation buffers):
 
-    x [B, S, C] fp32 residual; ln_w [C]; w_qkv [3C, C] (fp32 or bf16);
+    x [B, S, C] fp32 residual; parts [P, B, S, C] fp32 or None (then h = x and h_out is unused);
+    h_out [B, S, C] fp32 (receives h when parts are given); ln_w [C]; w_qkv [3C, C] (fp32 or bf16);
     cos_tab, sin_tab [Pmax, D/2] fp32 indexed by position; pos [B, >=n] int32; qoff, jmin, alive [B] int32;
     q_out [B, H, >=n, D] fp32; k_cache, v_cache [B, H, Lmax, D] (fp32 or bf16). ``upstream``: bool.
     """
-    _check_args(x, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n)
+    _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n)
     B, S, C = x.shape
     H, D = k_cache.shape[1], k_cache.shape[3]
+    P = 0 if parts is None else parts.shape[0]
     if block_h < 16 or block_h & (block_h - 1):
         raise ValueError(f"block_h: expected a power of two >= 16, got {block_h}")
     grid = (B * triton.cdiv(n, block_n), 3 * triton.cdiv(H * D // 2, block_h))
     _rmsnorm_qkv_rope_kernel[grid](
-        x, ln_w, w_qkv, cos_tab, sin_tab, pos,
+        x, x if parts is None else parts, x if h_out is None else h_out, ln_w, w_qkv, cos_tab, sin_tab, pos,
         qoff, int(qoff_add), jmin, alive, q_out, k_cache, v_cache,
-        B, n, S * C, pos.shape[1], q_out.stride(0), q_out.stride(1),
+        B, n, P, B * S * C, S * C, pos.shape[1], q_out.stride(0), q_out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), float(eps),
         C=C, H=H, D=D, BLOCK_C=triton.next_power_of_2(C), BN=block_n, HB=block_h,
-        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream),
+        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), WRITE_H=P > 0,
         num_warps=num_warps,
     )
 
@@ -147,14 +166,18 @@ def row_go(alive: torch.Tensor, upstream: bool) -> torch.Tensor:
     return a.any().expand_as(a) if upstream else a
 
 
-def rmsnorm_qkv_rope_ref(x, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
+def rmsnorm_qkv_rope_ref(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
                          q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
                          num_warps=4):
     """Torch reference with the launcher's signature and in-place effects."""
     B, S, C = x.shape
     H, D = k_cache.shape[1], k_cache.shape[3]
     go = row_go(alive, upstream)
-    h = x[:, :n]
+    h = x[:, :n].clone()
+    if parts is not None:
+        for p in range(parts.shape[0]):
+            h = h + parts[p, :, :n]
+        h_out[go, :n] = h[go]
     a = ln_w.float() * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps))
     qkv = (a @ w_qkv.float().t()).view(B, n, 3, H, D).permute(2, 0, 3, 1, 4)  # [3, B, H, n, D]
     p = pos[:, :n].long()

@@ -18,7 +18,7 @@ def make(device, tau, alive, seed=0):
     ban = torch.zeros(B, ban_width(V), dtype=torch.int8)
     ban[0, torch.randperm(V - 1, generator=g)[:40]] = 1
     return dict(
-        x=r(B, S, C), norm_w=r(C), lm_w=r(K * V, C), tl_w=r(K, C) * 0.1,
+        x=r(B, S, C), parts=r(3, B, S, C), norm_w=r(C), lm_w=r(K * V, C), tl_w=r(K, C) * 0.1,
         alive_in=torch.tensor(alive, dtype=torch.int32, device=device),
         alive_out=torch.zeros(B, dtype=torch.int32, device=device),
         tau=None if tau is None else torch.tensor(tau, dtype=torch.float32, device=device),

@@ -11,12 +11,13 @@ def close(a, b, rtol=1e-5, atol=1e-5):
 B, S, C, H, D, L = 2, 26, 192, 6, 32, 64
 
 
-def make(device, seed=0):
+def make(device, parts=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g).to(device)  # noqa: E731
     pos_tab = torch.arange(L, dtype=torch.float32)[:, None] * torch.rand(D // 2, generator=g)
     return dict(
-        x=r(B, S, C), ln_w=r(C), w_qkv=r(3 * C, C) * 0.1, cos_tab=pos_tab.cos().to(device), sin_tab=pos_tab.sin().to(device),
+        x=r(B, S, C), parts=r(parts, B, S, C) if parts else None, h_out=torch.zeros(B, S, C, device=device),
+        ln_w=r(C), w_qkv=r(3 * C, C) * 0.1, cos_tab=pos_tab.cos().to(device), sin_tab=pos_tab.sin().to(device),
         pos=torch.randint(0, L, (B, S), generator=g, dtype=torch.int32).to(device),
         qoff=torch.tensor([3, 17], dtype=torch.int32, device=device), qoff_add=5,
         jmin=torch.tensor([0, 4], dtype=torch.int32, device=device),
@@ -30,14 +31,14 @@ def clone(a):
     return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in a.items()}
 
 
-@pytest.mark.parametrize("n,upstream,block_n,block_h", [
-    (10, False, 16, 16), (26, True, 16, 64), (26, False, 32, 128)])
-def test_matches_ref(device, n, upstream, block_n, block_h):
-    a = make(device)
+@pytest.mark.parametrize("n,upstream,block_n,block_h,parts", [
+    (10, False, 16, 16, 2), (26, True, 16, 64, 0), (26, False, 32, 128, 3)])
+def test_matches_ref(device, n, upstream, block_n, block_h, parts):
+    a = make(device, parts)
     b = clone(a)
     rmsnorm_qkv_rope(**a, n=n, eps=1e-5, upstream=upstream, block_n=block_n, block_h=block_h)
     rmsnorm_qkv_rope_ref(**b, n=n, eps=1e-5, upstream=upstream)
-    for key in ("q_out", "k_cache", "v_cache"):
+    for key in ("q_out", "k_cache", "v_cache", "h_out"):
         close(a[key], b[key])
     if not upstream:  # the dead row is untouched
         assert not a["q_out"][1].any() and not a["k_cache"][1].any()

@@ -134,8 +134,7 @@ class TritonGenerator:
         return B, T
 
     def _new_workspace(self, B: int, capacity: int) -> Workspace:
-        return Workspace(self.cfg, B, capacity, self.device, self.dtype, self.w.inv_freq, self.prefill_block,
-                         self.decode_block, self.chunk)
+        return Workspace(self.cfg, B, capacity, self.device, self.dtype, self.w.inv_freq, self.prefill_block, self.decode_block, self.chunk)
 
     def _acquire(self, B: int, cap: int) -> Workspace:
         """A free workspace of B rows and capacity ``cap`` from the pool (with its captured graphs), or a new one."""
@@ -200,7 +199,7 @@ class TritonGenerator:
                 if s > 0:
                     self._decoder(ws, K, ws.fstart, K * (s - 1), ws.zeros, ws.dpos, ws.alive[s], pre_end + K * s,
                                   ws.att_decode, ws.decode_block, upstream)
-                ops.heads_select(ws.hB, w.norm, w.lm_head, w.tl_head, ws.alive[s], ws.alive[s + 1],
+                ops.heads_select(ws.hB, None, w.norm, w.lm_head, w.tl_head, ws.alive[s], ws.alive[s + 1],
                                  bufs.tau[t] if has_tau else None, ws.select, ws.ban, w.embed, ws.x, ws.chunk_ids,
                                  ws.chunk_n, bufs.ids[t], bufs.conf[t], bufs.lens[t],
                                  S - 1 if s == 0 else K - 1, s, fp.step_n(s, K), eps, eos, upstream)
@@ -214,7 +213,7 @@ class TritonGenerator:
         ops, eps = self.ops, self.eps
         for li, lw in enumerate(self.w.layers):
             x_in = ws.x if li == 0 else ws.hB
-            ops.rmsnorm_qkv_rope(x_in, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
+            ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
                                  pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
                                  block_n=block, block_h=self.head_block)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
