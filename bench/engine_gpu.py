@@ -4,7 +4,8 @@ Cases: 1 clip full budget (ratio 0.75), 8 clips batched, 45 rows (tiles) x 16 fr
 tau = -2.0. Checks token equality against the pure-torch reference on the first cases, then prints the median
 wall time of ``gen.run`` (which includes its one host sync) after warm-up, with CUDA graphs.
 
-    python bench/engine_gpu.py [--iters 20] [--no-graph] [--bf16] [--skip-big]
+    python bench/engine_gpu.py [--iters 20] [--no-graph] [--bf16] [--skip-big] [--only NAME]
+                               [--chunk 256] [--key-block 64] [--down-k 128]
 
 Fixtures: tests/fixtures/model, else $AUTOGAZE_SHARED_FIXTURES, else <repo>/../shared/fixtures.
 """
@@ -108,6 +109,10 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--skip-big", action="store_true", help="skip the 45-row cases")
     ap.add_argument("--check-rows", type=int, default=2, help="rows of the 8-clip case checked vs the reference")
+    ap.add_argument("--only", default="", help="run only the cases whose name contains this (e.g. '1 clip')")
+    ap.add_argument("--chunk", type=int, default=256, help="keys per attention split (engine default 256)")
+    ap.add_argument("--key-block", type=int, default=None, help="keys per attention inner block (default 64)")
+    ap.add_argument("--down-k", type=int, default=None, help="inner block of the MLP down product (default 128)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
@@ -118,7 +123,11 @@ def main() -> None:
     v1 = clip_vision(fx, w, cfg, dev)
     T = v1.shape[1]
     gen_kw = dict(dtype=torch.bfloat16 if args.bf16 else torch.float32, use_cuda_graph=not args.no_graph)
-    gen = TritonGenerator(w, cfg, **gen_kw)
+    gen = TritonGenerator(w, cfg, chunk=args.chunk, **gen_kw)
+    if args.key_block is not None:
+        gen.key_block = args.key_block
+    if args.down_k is not None:
+        gen.mlp_block_k = args.down_k
     M = frame_budget(0.75, cfg.num_vision_tokens_each_frame)
     budgets = [M] * T
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -140,7 +149,9 @@ def main() -> None:
     if v45 is not None:
         cases += [("45 rows indep, tau None", v45, None, "independent"),
                   ("45 rows indep, tau -2", v45, -2.0, "independent")]
-    print(f"device: {torch.cuda.get_device_name()}  dtype: {gen_kw['dtype']}  graphs: {not args.no_graph}")
+    cases = [c for c in cases if args.only in c[0]]
+    print(f"device: {torch.cuda.get_device_name()}  dtype: {gen_kw['dtype']}  graphs: {not args.no_graph}  "
+          f"chunk {args.chunk} key block {gen.key_block} down k {gen.mlp_block_k}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for the Triton backend: install, (engine + kernel tests), Triton-backend fixture parity,
 # a per-kernel profile, then the engine benchmark matrix. Carry .devcarry/shared (a copy of ../shared).
-# Toggles: T_TESTS / T_ENGINE / T_PARITY / T_PROFILE / T_BENCH / T_BF16 / T_SUITE = seconds for each stage (0 skips it);
+# Toggles: T_REPRO / T_SANITIZE / T_PROBE / T_SPLITS / T_TESTS / T_ENGINE / T_PARITY / T_PROFILE / T_BENCH / T_BF16 / T_SUITE = seconds for each stage (0 skips it);
 # BENCH_ARGS. Example: T_PROFILE=90 bash bench/gpu_engine_check.sh (carry .devcarry/shared).
 # Prepare once here: mkdir -p .devcarry/shared && cp -r ../shared/fixtures ../shared/media .devcarry/shared/ &&
 #   rm .devcarry/shared/fixtures/model/model.safetensors   (the model travels in tests/fixtures/model)
@@ -14,6 +14,14 @@ python3 -m pip install -q --no-build-isolation --no-deps . > "$OUT/install.log" 
 # PyAV is not on the device: carry its wheel (.devcarry/avwheel, `pip download av`) for the video benches
 ls .devcarry/avwheel/*.whl > /dev/null 2>&1 && python3 -m pip install -q --no-deps .devcarry/avwheel/*.whl >> "$OUT/install.log" 2>&1
 export AUTOGAZE_SHARED_MEDIA="$REPO/.devcarry/shared/media"
+# the two-batch-size crash: REPRO = ';'-separated argument lists of bench/repro_two_batches.py, then one of them
+# under compute-sanitizer's memcheck (SANITIZE_ARGS)
+if [ "${T_REPRO:-0}" != 0 ]; then
+  IFS=';' read -ra RUNS <<< "${REPRO:-model 1 8}"
+  for r in "${RUNS[@]}"; do timeout "$T_REPRO" python3 bench/repro_two_batches.py $r 2>&1 | tail -6 | tee -a "$OUT/repro.log"; done
+fi
+[ "${T_SANITIZE:-0}" != 0 ] && timeout "$T_SANITIZE" compute-sanitizer --tool memcheck --print-limit 4 \
+  python3 bench/repro_two_batches.py ${SANITIZE_ARGS:-model 1 8} > "$OUT/sanitize.log" 2>&1; grep -v "^=========     " "$OUT/sanitize.log" 2>/dev/null | tail -40
 cd /tmp
 # Triton compiles every kernel variant on first use: the full kernel test folder needs several minutes there,
 # so by default only the engine's GPU tests and the model-level parity run (T_TESTS=N adds the kernel tests).
@@ -23,6 +31,15 @@ cd /tmp
 cd "$REPO"
 [ "${T_PROFILE:-0}" != 0 ] && timeout "$T_PROFILE" python3 bench/engine_profile.py > "$OUT/profile.log" 2>&1; tail -22 "$OUT/profile.log" 2>/dev/null
 [ "${T_BENCH:-200}" != 0 ] && timeout "${T_BENCH:-200}" python3 bench/engine_gpu.py ${BENCH_ARGS:---iters 10} 2>&1 | tee "$OUT/engine.log"
+# latency probes (one product per program, K sweep; grid barrier vs kernel boundary), then engine split sweeps:
+# SPLITS = ';'-separated engine_gpu.py argument lists, e.g. "--chunk 64 --key-block 64;--down-k 512"
+[ "${T_PROBE:-0}" != 0 ] && { timeout "$T_PROBE" python3 bench/dot_probe.py; timeout 60 python3 bench/barrier_probe.py; } 2>&1 | tee "$OUT/probe.log"
+if [ "${T_SPLITS:-0}" != 0 ]; then
+  IFS=';' read -ra SP <<< "${SPLITS:-}"
+  for a in "${SP[@]}"; do
+    timeout "$T_SPLITS" python3 bench/engine_gpu.py --iters 10 --skip-big --only "1 clip" $a 2>&1 | tail -4 | tee -a "$OUT/splits.log"
+  done
+fi
 [ "${T_BF16:-0}" != 0 ] && timeout "$T_BF16" python3 bench/bf16_agreement.py 2>&1 | tee "$OUT/bf16.log"
 # the pytest-benchmark suites (GPU groups only); SUITE_K narrows them
 [ "${T_SUITE:-0}" != 0 ] && timeout "$T_SUITE" python3 -m pytest bench/bench_engine.py bench/bench_pipeline.py \

@@ -60,3 +60,21 @@ def test_triton_backend_streaming_equals_clip(models):
     stream = torch.cat(parts, 1)
     assert stream.shape == whole["gazing_pos"].shape
     assert torch.equal(stream[~pad], whole["gazing_pos"].cpu()[~pad])
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs need a CUDA GPU")
+@pytest.mark.parametrize("order", [(2, 1), (1, 2)])
+def test_gpu_graphs_two_batch_sizes_one_model(order):
+    """One model, CUDA graphs on, two batch sizes one after the other (eager, captured, replayed calls of each):
+    every call equals the torch backend. Session 2 saw an illegal memory access here (RESULTS.md section 4)."""
+    ref = AutoGaze.from_pretrained(model_dir(), device=DEVICE, backend="torch")
+    fast = AutoGaze.from_pretrained(model_dir(), device=DEVICE, backend="triton", use_cuda_graph=True)
+    c = [c for c in cases(LOCAL) if c["name"] == "batch2_t4"][0]
+    video = model_input(c, load_case(LOCAL, c)).to(DEVICE)
+    kw = dict(gazing_ratio=0.75, batch_semantics="independent")
+    for B in order:
+        want = ref.generate(video[:B], **kw)
+        for call in range(3):
+            got = fast.generate(video[:B], **kw)
+            torch.cuda.synchronize()
+            assert torch.equal(want.gazing_pos.cpu(), got.gazing_pos.cpu()), f"B={B} call {call}"

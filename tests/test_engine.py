@@ -207,3 +207,14 @@ def test_gpu_bf16_agrees_mostly(model):
     f0 = out.frames[0].ids
     agree = (f0 == ref.frames[0].ids).float().mean().item()
     assert agree > 0.5, agree  # bf16 may flip decisions; the first frame should mostly agree
+
+
+@pytest.mark.parametrize("chunk,key_block,down_k", [(64, 64, 64), (128, 32, 256)])
+def test_other_split_sizes_match_reference(model, vision, chunk, key_block, down_k):
+    """Other attention splits (more partials to merge) and MLP inner blocks give the same tokens."""
+    cfg, w, _ = model
+    g = TritonGenerator(w, cfg, use_cuda_graph=False, chunk=chunk)
+    g.key_block, g.mlp_block_k = key_block, down_k
+    v = vision[:2].contiguous()
+    out, _ = g.run(v, [13, 13], None, "independent")
+    assert_same(out, reference(model, v, [13, 13], None, "independent"))

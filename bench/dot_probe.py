@@ -1,0 +1,138 @@
+"""Is the fp32 FMA `tl.dot` the latency chain of the decode kernels? (GPU only)
+
+    python bench/dot_probe.py
+Times, in CUDA graphs of 50 launches, one [BN, C] x [BO, C]^T product per program (18 programs, decode shape
+BN=16, C=192 (padded 256), BO=16), done four ways: tl.dot ieee on full tiles; broadcast-multiply + tl.sum over
+C in chunks of 32 / 64; and an empty kernel. Also checks that all ways give the same result (to fp32 rounding).
+Then the sweep that decides how to cut the engine's products: one tl.dot of inner length K = 32 ... 512, and a
+K = 384 product as 1, 3 or 6 accumulated tl.dot calls (what mlp_down does with its inner block).
+"""
+import sys
+import time
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _dot_full(a_ptr, w_ptr, o_ptr, C: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr, BO: tl.constexpr):
+    pid = tl.program_id(0)
+    on = tl.arange(0, BN)
+    oo = tl.arange(0, BO)
+    oc = tl.arange(0, BC)
+    cm = oc < C
+    a = tl.load(a_ptr + on[:, None] * C + oc[None, :], mask=cm[None, :], other=0.0)
+    w = tl.load(w_ptr + (pid * BO + oo)[:, None] * C + oc[None, :], mask=cm[None, :], other=0.0)
+    o = tl.dot(a, tl.trans(w), input_precision="ieee")
+    tl.store(o_ptr + pid * BN * BO + on[:, None] * BO + oo[None, :], o)
+
+
+@triton.jit
+def _dot_sum(a_ptr, w_ptr, o_ptr, C: tl.constexpr, CH: tl.constexpr, BN: tl.constexpr, BO: tl.constexpr):
+    pid = tl.program_id(0)
+    on = tl.arange(0, BN)
+    oo = tl.arange(0, BO)
+    acc = tl.zeros([BN, BO], tl.float32)
+    for c0 in tl.static_range(0, C, CH):
+        oc = c0 + tl.arange(0, CH)
+        cm = oc < C
+        a = tl.load(a_ptr + on[:, None] * C + oc[None, :], mask=cm[None, :], other=0.0)
+        w = tl.load(w_ptr + (pid * BO + oo)[:, None] * C + oc[None, :], mask=cm[None, :], other=0.0)
+        acc += tl.sum(a[:, None, :] * w[None, :, :], axis=2)
+    tl.store(o_ptr + pid * BN * BO + on[:, None] * BO + oo[None, :], acc)
+
+
+@triton.jit
+def _dot_chain(a_ptr, w_ptr, o_ptr, C: tl.constexpr, BKC: tl.constexpr, BN: tl.constexpr, BO: tl.constexpr):
+    pid = tl.program_id(0)
+    on = tl.arange(0, BN)
+    oo = tl.arange(0, BO)
+    acc = tl.zeros([BN, BO], tl.float32)
+    for c0 in tl.static_range(0, C, BKC):
+        oc = c0 + tl.arange(0, BKC)
+        cm = oc < C
+        a = tl.load(a_ptr + on[:, None] * C + oc[None, :], mask=cm[None, :], other=0.0)
+        w = tl.load(w_ptr + (pid * BO + oo)[:, None] * C + oc[None, :], mask=cm[None, :], other=0.0)
+        acc += tl.dot(a, tl.trans(w), input_precision="ieee")
+    tl.store(o_ptr + pid * BN * BO + on[:, None] * BO + oo[None, :], acc)
+
+
+@triton.jit
+def _empty(o_ptr):
+    pass
+
+
+def graph_time(fn, reps=10, per=50):
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(per):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        g.replay()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / (reps * per) * 1e6
+
+
+def main():
+    dev = "cuda"
+    C, BN, BO, P = 192, 16, 16, 18
+    a = torch.randn(BN, C, device=dev)
+    w = torch.randn(P * BO, C, device=dev)
+    ref = (a.double() @ w.double().t()).view(BN, P, BO).permute(1, 0, 2).float()
+    outs = {}
+    for name, fn in [
+        ("tl.dot ieee [16x256]x[256x16]", lambda o: _dot_full[(P,)](a, w, o, C=C, BC=256, BN=BN, BO=BO)),
+        ("sum chunks of 32", lambda o: _dot_sum[(P,)](a, w, o, C=C, CH=32, BN=BN, BO=BO)),
+        ("sum chunks of 64", lambda o: _dot_sum[(P,)](a, w, o, C=C, CH=64, BN=BN, BO=BO)),
+        ("sum chunks of 16", lambda o: _dot_sum[(P,)](a, w, o, C=C, CH=16, BN=BN, BO=BO)),
+        ("empty", lambda o: _empty[(P,)](o)),
+    ]:
+        for nw in (1, 2, 4):
+            o = torch.zeros(P, BN, BO, device=dev)
+            if name == "empty":
+                f = lambda: _empty[(P,)](o)  # noqa: E731
+            else:
+                f = lambda: fn(o)  # noqa: E731
+            try:
+                t = graph_time(f)
+            except Exception as e:  # noqa: BLE001
+                print(name, nw, "failed", e)
+                continue
+            err = (o - ref).abs().max().item() if name != "empty" else 0.0
+            print(f"{name:32s} warps(default 4) {t:7.2f} us/launch  max err {err:.2e}", flush=True)
+            break
+
+
+def sweep():
+    dev = "cuda"
+    BN, BO, P = 16, 16, 18
+    print("one tl.dot of inner length K (18 programs, [16 x K] x [K x 16]):")
+    for K in (32, 64, 128, 192, 256, 384, 512):
+        a = torch.randn(BN, K, device=dev)
+        w = torch.randn(P * BO, K, device=dev)
+        o = torch.zeros(P, BN, BO, device=dev)
+        t = graph_time(lambda: _dot_full[(P,)](a, w, o, C=K, BC=triton.next_power_of_2(K), BN=BN, BO=BO))
+        print(f"  K={K:4d}: {t:7.2f} us/launch", flush=True)
+    K = 384
+    a = torch.randn(BN, K, device=dev)
+    w = torch.randn(P * BO, K, device=dev)
+    o = torch.zeros(P, BN, BO, device=dev)
+    print(f"K={K} as accumulated tl.dot calls of inner block BKC:")
+    for bkc in (64, 128, 512):
+        t = graph_time(lambda: _dot_chain[(P,)](a, w, o, C=K, BKC=bkc, BN=BN, BO=BO))
+        print(f"  BKC={bkc:4d} ({triton.cdiv(K, bkc)} dots): {t:7.2f} us/launch", flush=True)
+
+
+if __name__ == "__main__":
+    main()
+    sweep()
+    sys.exit(0)
