@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <climits>
-#include <sstream>
 #include <string>
 
 #include "rgba.h"
+#include "shape_str.h"
 
 namespace py = pybind11;
 
@@ -16,13 +16,7 @@ namespace {
 
 using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
 
-std::string shape_str(const py::array& a) {
-  std::ostringstream s;
-  s << "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
-  s << (a.ndim() == 1 ? ",)" : ")");
-  return s.str();
-}
+using triton_autogaze::shape_str;
 
 struct Frames {
   U8Array data;  // C-contiguous; the same buffer as the caller's when it already was

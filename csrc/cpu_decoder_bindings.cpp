@@ -5,32 +5,18 @@
 #include <pybind11/stl.h>
 
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "cpu_decoder.h"
+#include "shape_str.h"
 
 namespace py = pybind11;
 
 namespace {
 
-std::string shape_str(const py::array& a) {
-  std::ostringstream s;
-  s << "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
-  s << (a.ndim() == 1 ? ",)" : ")");
-  return s.str();
-}
-
-std::string shape_str(const std::vector<int64_t>& v) {
-  std::ostringstream s;
-  s << "(";
-  for (size_t i = 0; i < v.size(); ++i) s << (i ? ", " : "") << v[i];
-  s << (v.size() == 1 ? ",)" : ")");
-  return s.str();
-}
+using triton_autogaze::shape_str;
 
 // Checks dtype, C-contiguity and shape (-1 = any) and returns the data pointer (no copy, ever).
 template <class T>
