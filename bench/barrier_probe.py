@@ -5,13 +5,11 @@ Prints: per-barrier time with P programs, and per-launch time of an empty kernel
 check (every program sees every other program's store after each barrier).
 """
 import subprocess
-import sys
-import time
 
 import torch
 import triton
 import triton.language as tl
-
+from graph_timer import graph_us
 
 
 @triton.jit
@@ -43,24 +41,6 @@ def _empty(x_ptr):
     pass
 
 
-def timed_graph(fn, reps=20):
-    g = torch.cuda.CUDAGraph()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    with torch.cuda.graph(g):
-        fn()
-    g.replay()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        g.replay()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / reps
-
-
 def main():
     dev = torch.device("cuda")
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
@@ -75,7 +55,7 @@ def main():
             for i in range(L):
                 _probe[(P,)](bar, buf, err, i * NB * P, NB=NB, P=P, num_warps=4)
 
-        t = timed_graph(run)
+        t = graph_us(run, per=1, reps=20) * 1e-6
         print(f"P={P:4d}: {L} launches x {NB} barriers: {t * 1e6:8.1f} us -> {t / (L * NB) * 1e6:.2f} us/barrier"
               f"  (incl. launch {t / L * 1e6:.1f} us/launch)  errors={int(err.item())}", flush=True)
     x = torch.zeros(1, device=dev)
@@ -84,7 +64,7 @@ def main():
         for _ in range(L * NB):
             _empty[(sms,)](x)
 
-    t = timed_graph(chain)
+    t = graph_us(chain, per=1, reps=20) * 1e-6
     print(f"empty kernel chain: {t / (L * NB) * 1e6:.2f} us/launch ({sms} programs)")
     print(subprocess.run(["nvidia-smi", "--query-gpu=clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu",
                           "--format=csv"], capture_output=True, text=True).stdout)

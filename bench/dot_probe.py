@@ -7,12 +7,11 @@ C in chunks of 32 / 64; and an empty kernel. Also checks that all ways give the 
 Then the sweep that decides how to cut the engine's products: one tl.dot of inner length K = 32 ... 512, and a
 K = 384 product as 1, 3 or 6 accumulated tl.dot calls (what mlp_down does with its inner block).
 """
-import sys
-import time
 
 import torch
 import triton
 import triton.language as tl
+from graph_timer import graph_us
 
 
 @triton.jit
@@ -63,53 +62,23 @@ def _empty(o_ptr):
     pass
 
 
-def graph_time(fn, reps=10, per=50):
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(per):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        g.replay()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / (reps * per) * 1e6
-
-
 def main():
     dev = "cuda"
     C, BN, BO, P = 192, 16, 16, 18
     a = torch.randn(BN, C, device=dev)
     w = torch.randn(P * BO, C, device=dev)
     ref = (a.double() @ w.double().t()).view(BN, P, BO).permute(1, 0, 2).float()
-    outs = {}
     for name, fn in [
         ("tl.dot ieee [16x256]x[256x16]", lambda o: _dot_full[(P,)](a, w, o, C=C, BC=256, BN=BN, BO=BO)),
+        ("sum chunks of 16", lambda o: _dot_sum[(P,)](a, w, o, C=C, CH=16, BN=BN, BO=BO)),
         ("sum chunks of 32", lambda o: _dot_sum[(P,)](a, w, o, C=C, CH=32, BN=BN, BO=BO)),
         ("sum chunks of 64", lambda o: _dot_sum[(P,)](a, w, o, C=C, CH=64, BN=BN, BO=BO)),
-        ("sum chunks of 16", lambda o: _dot_sum[(P,)](a, w, o, C=C, CH=16, BN=BN, BO=BO)),
         ("empty", lambda o: _empty[(P,)](o)),
     ]:
-        for nw in (1, 2, 4):
-            o = torch.zeros(P, BN, BO, device=dev)
-            if name == "empty":
-                f = lambda: _empty[(P,)](o)  # noqa: E731
-            else:
-                f = lambda: fn(o)  # noqa: E731
-            try:
-                t = graph_time(f)
-            except Exception as e:  # noqa: BLE001
-                print(name, nw, "failed", e)
-                continue
-            err = (o - ref).abs().max().item() if name != "empty" else 0.0
-            print(f"{name:32s} warps(default 4) {t:7.2f} us/launch  max err {err:.2e}", flush=True)
-            break
+        o = torch.zeros(P, BN, BO, device=dev)
+        t = graph_us(lambda: fn(o))
+        err = 0.0 if name == "empty" else (o - ref).abs().max().item()
+        print(f"{name:32s} {t:7.2f} us/launch  max err {err:.2e}", flush=True)
 
 
 def sweep():
@@ -120,7 +89,7 @@ def sweep():
         a = torch.randn(BN, K, device=dev)
         w = torch.randn(P * BO, K, device=dev)
         o = torch.zeros(P, BN, BO, device=dev)
-        t = graph_time(lambda: _dot_full[(P,)](a, w, o, C=K, BC=triton.next_power_of_2(K), BN=BN, BO=BO))
+        t = graph_us(lambda: _dot_full[(P,)](a, w, o, C=K, BC=triton.next_power_of_2(K), BN=BN, BO=BO))
         print(f"  K={K:4d}: {t:7.2f} us/launch", flush=True)
     K = 384
     a = torch.randn(BN, K, device=dev)
@@ -128,11 +97,10 @@ def sweep():
     o = torch.zeros(P, BN, BO, device=dev)
     print(f"K={K} as accumulated tl.dot calls of inner block BKC:")
     for bkc in (64, 128, 512):
-        t = graph_time(lambda: _dot_chain[(P,)](a, w, o, C=K, BKC=bkc, BN=BN, BO=BO))
+        t = graph_us(lambda: _dot_chain[(P,)](a, w, o, C=K, BKC=bkc, BN=BN, BO=BO))
         print(f"  BKC={bkc:4d} ({triton.cdiv(K, bkc)} dots): {t:7.2f} us/launch", flush=True)
 
 
 if __name__ == "__main__":
     main()
     sweep()
-    sys.exit(0)

@@ -6,16 +6,15 @@ Each line: kernel, variant (block sizes, warps), microseconds per launch (graph 
 replays). An empty Triton kernel gives the launch floor. Used to pick block sizes and warps for the engine.
 """
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 import triton
-import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine_gpu import fixture_dir  # noqa: E402
+from graph_timer import graph_us  # noqa: E402
 from triton_autogaze.checkpoint import load_checkpoint  # noqa: E402
 from triton_autogaze.engine import TritonGenerator  # noqa: E402
 from triton_autogaze.kernels import attention as A  # noqa: E402
@@ -28,24 +27,6 @@ from triton_autogaze.kernels import rmsnorm_qkv_rope as Q  # noqa: E402
 @triton.jit
 def _empty(x_ptr):
     pass
-
-
-def graph_us(fn, reps=50) -> float:
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    ts = []
-    for _ in range(5):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        g.replay()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e) * 1e3 / reps)
-    return statistics.median(ts)
 
 
 def main() -> None:
