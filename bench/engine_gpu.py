@@ -5,7 +5,8 @@ tau = -2.0. Checks token equality against the pure-torch reference on the first 
 wall time of ``gen.run`` (which includes its one host sync) after warm-up, with CUDA graphs.
 
     python bench/engine_gpu.py [--iters 20] [--no-graph] [--bf16] [--skip-big] [--only NAME]
-                               [--chunk 256] [--key-block 64] [--down-k 128]
+                               [--chunk 256] [--key-block 64] [--down-k 128] [--block-i 16] [--block-c 16]
+                               [--head-block 16]
 
 Fixtures: tests/fixtures/model, else $AUTOGAZE_SHARED_FIXTURES, else <repo>/../shared/fixtures.
 """
@@ -113,6 +114,9 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=256, help="keys per attention split (engine default 256)")
     ap.add_argument("--key-block", type=int, default=None, help="keys per attention inner block (default 64)")
     ap.add_argument("--down-k", type=int, default=None, help="inner block of the MLP down product (default 128)")
+    ap.add_argument("--block-i", type=int, default=None, help="intermediate columns per mlp_gate_up program (16)")
+    ap.add_argument("--block-c", type=int, default=None, help="output columns per mlp_down program (16)")
+    ap.add_argument("--head-block", type=int, default=None, help="rotation pairs per rmsnorm_qkv_rope program (16)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
@@ -126,8 +130,10 @@ def main() -> None:
     gen = TritonGenerator(w, cfg, chunk=args.chunk, **gen_kw)
     if args.key_block is not None:
         gen.key_block = args.key_block
-    if args.down_k is not None:
-        gen.mlp_block_k = args.down_k
+    for arg, attr in (("down_k", "mlp_block_k"), ("block_i", "mlp_block_i"), ("block_c", "mlp_block_c"),
+                      ("head_block", "head_block")):
+        if getattr(args, arg) is not None:
+            setattr(gen, attr, getattr(args, arg))
     M = frame_budget(0.75, cfg.num_vision_tokens_each_frame)
     budgets = [M] * T
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -151,7 +157,8 @@ def main() -> None:
                   ("45 rows indep, tau -2", v45, -2.0, "independent")]
     cases = [c for c in cases if args.only in c[0]]
     print(f"device: {torch.cuda.get_device_name()}  dtype: {gen_kw['dtype']}  graphs: {not args.no_graph}  "
-          f"chunk {args.chunk} key block {gen.key_block} down k {gen.mlp_block_k}")
+          f"chunk {args.chunk} key block {gen.key_block} down k {gen.mlp_block_k} block i {gen.mlp_block_i} "
+          f"block c {gen.mlp_block_c} head block {gen.head_block}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]
