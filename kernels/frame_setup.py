@@ -50,7 +50,9 @@ def _frame_setup_kernel(
         bits = ((pend != EOS) & valid).to(tl.int32)
         cum = tl.cumsum(bits, axis=0)
         pv = tl.sum(bits, axis=0)
-        tl.store(pos_ptr + b * pos_sb + offs_k, cnt + cum - 1, mask=kin)
+        # junk pending slots (j < jmin) of a fresh clip would get position -1: the RoPE table read at row -1
+        # lies before the table (an illegal address when the table starts a memory segment), so clamp at 0
+        tl.store(pos_ptr + b * pos_sb + offs_k, tl.maximum(cnt + cum - 1, 0), mask=kin)
         offs_n = tl.arange(0, BLOCK_N)
         nin = offs_n < N
         tl.store(pos_ptr + b * pos_sb + K + offs_n, cnt + pv + offs_n, mask=nin)
@@ -126,7 +128,7 @@ def frame_setup_ref(vision, x, chunk_ids, chunk_n, clen, ccount, keymask, pos, d
         pend = chunk_ids[b].long()
         bits = ((pend != eos) & (torch.arange(K, device=x.device) >= jmin)).int()
         pv = int(bits.sum())
-        pos[b, :K] = cnt + bits.cumsum(0) - 1
+        pos[b, :K] = (cnt + bits.cumsum(0) - 1).clamp_min(0)
         pos[b, K:K + N] = cnt + pv + torch.arange(N, device=x.device)
         keymask[b, L:L + m] = bits[jmin:].to(torch.int8)
         keymask[b, L + m:L + m + N + nfeed] = 1

@@ -42,6 +42,16 @@ def test_frame_setup_matches_ref(device):
             assert torch.equal(a[k], b[k]), k
 
 
+def test_frame_setup_positions_stay_in_the_rope_table(device):
+    """Row 2 starts a fresh clip (empty cache, no pending chunk): its junk pending slots must not get position
+    -1, which rmsnorm_qkv_rope would read one row before its cos/sin tables (an out-of-bounds GPU read)."""
+    for fn in (frame_setup, frame_setup_ref):
+        a = state(device)
+        fn(**a, nfeed=40, eos=EOS)
+        assert int(a["pos"].min()) >= 0, fn.__name__
+        assert int(a["dpos"].min()) >= 0, fn.__name__
+
+
 def test_frame_finish_matches_ref(device):
     a = state(device)
     a["out_ids"][:, :30] = torch.randint(0, 266, (B, 30))
