@@ -163,8 +163,10 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
         raise ValueError(f"max_key_end: {max_key_end} exceeds the cache capacity {Lmax}")
     nqb = triton.cdiv(n, block_q)
     nsplit = attention_splits(n, max_key_end, chunk)
-    if scratch.rows < B * H * nqb or scratch.nsplit < nsplit or scratch.bq != block_q:
-        raise ValueError(f"scratch: too small for {B * H * nqb} programs x {nsplit} splits of {block_q} queries")
+    if scratch.rows < B * H * nqb or scratch.nsplit < nsplit or scratch.bq != block_q or \
+            scratch.acc.numel() != scratch.rows * scratch.nsplit * block_q * D:
+        raise ValueError(f"scratch: too small for {B * H * nqb} programs x {nsplit} splits of {block_q} queries "
+                         f"of head dim {D}")
     if chunk % block_k:
         raise ValueError("chunk must be a multiple of block_k")
     grid = (B * H * nqb, nsplit)

@@ -163,7 +163,7 @@ def _check_args(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch,
     _check("out_ids", out_ids, (B, Lt), (torch.int64,), dev)
     _check("out_conf", out_conf, (B, Lt), f32, dev)
     _check("out_len", out_len, (B,), i32, dev)
-    if not 1 <= n_step <= K or step * K + n_step > Lt:
+    if step < 0 or not 1 <= n_step <= K or step * K + n_step > Lt:
         raise ValueError(f"n_step: step {step} with {n_step} ids does not fit {Lt} output columns")
 
 

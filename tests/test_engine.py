@@ -218,3 +218,29 @@ def test_other_split_sizes_match_reference(model, vision, chunk, key_block, down
     v = vision[:2].contiguous()
     out, _ = g.run(v, [13, 13], None, "independent")
     assert_same(out, reference(model, v, [13, 13], None, "independent"))
+
+
+def test_too_large_for_32bit_offsets_is_a_clear_error(model):
+    """The kernels address buffers with 32-bit offsets: a workspace past 2^31 elements is refused by name
+    before anything is allocated (1800 rows x 6400 cached tokens: 2.2e9 K/V elements per layer)."""
+    from triton_autogaze.engine.workspace import CallBuffers, Workspace
+
+    cfg, w, _ = model
+    gen = TritonGenerator(w, cfg, use_cuda_graph=False)
+    with pytest.raises(ValueError, match="KV cache"):
+        Workspace(cfg, 1800, 6400, DEV, torch.float32, gen.w.inv_freq, 32, 16, 256)
+    with pytest.raises(ValueError, match="vision"):
+        CallBuffers(600000, 100, 198, cfg, DEV)
+
+
+def test_launchers_refuse_inputs_that_would_write_out_of_bounds(model):
+    from triton_autogaze.kernels.attention import AttentionScratch, attention
+
+    B, H, D, C, L = 1, 6, 32, 192, 64
+    f = dict(device=DEV)
+    i32 = dict(dtype=torch.int32, device=DEV)
+    scratch = AttentionScratch(B * H, 1, 16, 16, DEV)  # built for head dim 16, used with 32
+    with pytest.raises(ValueError, match="scratch"):
+        attention(torch.zeros(B, H, 16, D, **f), torch.zeros(B, H, L, D, **f), torch.zeros(B, H, L, D, **f),
+                  torch.ones(B, L, dtype=torch.int8, device=DEV), torch.zeros(B, **i32), 0, torch.zeros(B, **i32),
+                  torch.ones(B, **i32), torch.zeros(C, C, **f), torch.zeros(H, B, 16, C, **f), scratch, 10, 10, False)

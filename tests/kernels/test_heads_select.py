@@ -72,3 +72,10 @@ def test_launcher_errors(device, name, bad):
     a[name] = bad(a[name])
     with pytest.raises(ValueError, match=name):
         heads_select(**a, last_slot=0, step=0, n_step=10, eps=1e-5, eos=EOS, upstream=False)
+
+
+def test_negative_step_is_refused(device):
+    """step * K is the output column: a negative step would store before the row."""
+    a = make(device, None, [1, 1, 1])
+    with pytest.raises(ValueError, match="n_step"):
+        heads_select(**a, last_slot=0, step=-1, n_step=10, eps=1e-5, eos=EOS, upstream=False)

@@ -47,6 +47,16 @@ class PackedWeights:
         self.inv_freq = rope_inv_freq(d.rope, d.head_dim).to(device)
 
 
+INDEX_LIMIT = 2**31  # the kernels address their buffers with 32-bit offsets
+
+
+def check_index_range(sizes: dict[str, int], hint: str) -> None:
+    """Raise ValueError naming the first buffer whose element count the kernels' 32-bit offsets cannot address."""
+    for name, n in sizes.items():
+        if n >= INDEX_LIMIT:
+            raise ValueError(f"{name}: {n} elements exceed what the Triton kernels can index (2^31 - 1); {hint}")
+
+
 class Workspace:
     """All buffers of one batch of ``rows`` rows with room for ``capacity`` cached tokens per row."""
 
@@ -56,6 +66,14 @@ class Workspace:
         K, N, C = d.num_multi_token_pred, cfg.num_tokens, d.hidden_size
         H, D, V = d.num_attention_heads, d.head_dim, d.vocab_size
         B = rows
+        check_index_range({
+            "KV cache (one layer)": B * H * capacity * D,
+            "attention o_proj partials": H * B * (K + N) * C,
+            "MLP activations": B * (K + N) * d.intermediate_size,
+            "attention split partials": B * H * triton.cdiv(K + N, prefill_block) * triton.cdiv(capacity, chunk)
+            * prefill_block * D,
+        }, f"{B} rows x {capacity} cached tokens is too large for one call: use fewer rows per call "
+           "(tile_batch_size, smaller batches) or restart long streams")
         self.rows, self.capacity, self.device, self.dtype = rows, capacity, device, dtype
         self.K, self.N, self.S = K, N, K + N
         S = self.S
@@ -119,6 +137,8 @@ class CallBuffers:
 
     def __init__(self, rows: int, frames: int, max_budget: int, cfg: AutoGazeConfig, device: torch.device):
         C, N = cfg.decoder.hidden_size, cfg.num_tokens
+        check_index_range({"vision": rows * frames * N * C, "ids": frames * rows * max_budget},
+                          f"{rows} rows x {frames} frames is too large for one call: use fewer rows or frames per call")
         self.vision = torch.zeros(rows, frames, N, C, dtype=torch.float32, device=device)
         self.tau = torch.zeros(frames, rows, dtype=torch.float32, device=device)
         self.ids = torch.full((frames, rows, max_budget), cfg.eos_id, dtype=torch.int64, device=device)
