@@ -15,35 +15,10 @@ from graph_timer import graph_us
 
 
 @triton.jit
-def _dot_full(a_ptr, w_ptr, o_ptr, C: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr, BO: tl.constexpr):
-    pid = tl.program_id(0)
-    on = tl.arange(0, BN)
-    oo = tl.arange(0, BO)
-    oc = tl.arange(0, BC)
-    cm = oc < C
-    a = tl.load(a_ptr + on[:, None] * C + oc[None, :], mask=cm[None, :], other=0.0)
-    w = tl.load(w_ptr + (pid * BO + oo)[:, None] * C + oc[None, :], mask=cm[None, :], other=0.0)
-    o = tl.dot(a, tl.trans(w), input_precision="ieee")
-    tl.store(o_ptr + pid * BN * BO + on[:, None] * BO + oo[None, :], o)
-
-
-@triton.jit
-def _dot_sum(a_ptr, w_ptr, o_ptr, C: tl.constexpr, CH: tl.constexpr, BN: tl.constexpr, BO: tl.constexpr):
-    pid = tl.program_id(0)
-    on = tl.arange(0, BN)
-    oo = tl.arange(0, BO)
-    acc = tl.zeros([BN, BO], tl.float32)
-    for c0 in tl.static_range(0, C, CH):
-        oc = c0 + tl.arange(0, CH)
-        cm = oc < C
-        a = tl.load(a_ptr + on[:, None] * C + oc[None, :], mask=cm[None, :], other=0.0)
-        w = tl.load(w_ptr + (pid * BO + oo)[:, None] * C + oc[None, :], mask=cm[None, :], other=0.0)
-        acc += tl.sum(a[:, None, :] * w[None, :, :], axis=2)
-    tl.store(o_ptr + pid * BN * BO + on[:, None] * BO + oo[None, :], acc)
-
-
-@triton.jit
-def _dot_chain(a_ptr, w_ptr, o_ptr, C: tl.constexpr, BKC: tl.constexpr, BN: tl.constexpr, BO: tl.constexpr):
+def _product(a_ptr, w_ptr, o_ptr, C: tl.constexpr, BKC: tl.constexpr, BN: tl.constexpr, BO: tl.constexpr,
+             USE_DOT: tl.constexpr):
+    """o[pid] = a [BN, C] @ w[pid*BO:(pid+1)*BO] [BO, C]^T, over inner chunks of BKC (one chunk when BKC >= C):
+    each chunk one tl.dot (IEEE fp32) or a broadcast multiply + tl.sum."""
     pid = tl.program_id(0)
     on = tl.arange(0, BN)
     oo = tl.arange(0, BO)
@@ -53,7 +28,10 @@ def _dot_chain(a_ptr, w_ptr, o_ptr, C: tl.constexpr, BKC: tl.constexpr, BN: tl.c
         cm = oc < C
         a = tl.load(a_ptr + on[:, None] * C + oc[None, :], mask=cm[None, :], other=0.0)
         w = tl.load(w_ptr + (pid * BO + oo)[:, None] * C + oc[None, :], mask=cm[None, :], other=0.0)
-        acc += tl.dot(a, tl.trans(w), input_precision="ieee")
+        if USE_DOT:
+            acc += tl.dot(a, tl.trans(w), input_precision="ieee")
+        else:
+            acc += tl.sum(a[:, None, :] * w[None, :, :], axis=2)
     tl.store(o_ptr + pid * BN * BO + on[:, None] * BO + oo[None, :], acc)
 
 
@@ -69,10 +47,10 @@ def main():
     w = torch.randn(P * BO, C, device=dev)
     ref = (a.double() @ w.double().t()).view(BN, P, BO).permute(1, 0, 2).float()
     for name, fn in [
-        ("tl.dot ieee [16x256]x[256x16]", lambda o: _dot_full[(P,)](a, w, o, C=C, BC=256, BN=BN, BO=BO)),
-        ("sum chunks of 16", lambda o: _dot_sum[(P,)](a, w, o, C=C, CH=16, BN=BN, BO=BO)),
-        ("sum chunks of 32", lambda o: _dot_sum[(P,)](a, w, o, C=C, CH=32, BN=BN, BO=BO)),
-        ("sum chunks of 64", lambda o: _dot_sum[(P,)](a, w, o, C=C, CH=64, BN=BN, BO=BO)),
+        ("tl.dot ieee [16x256]x[256x16]", lambda o: _product[(P,)](a, w, o, C, 256, BN, BO, True)),
+        ("sum chunks of 16", lambda o: _product[(P,)](a, w, o, C, 16, BN, BO, False)),
+        ("sum chunks of 32", lambda o: _product[(P,)](a, w, o, C, 32, BN, BO, False)),
+        ("sum chunks of 64", lambda o: _product[(P,)](a, w, o, C, 64, BN, BO, False)),
         ("empty", lambda o: _empty[(P,)](o)),
     ]:
         o = torch.zeros(P, BN, BO, device=dev)
@@ -89,7 +67,7 @@ def sweep():
         a = torch.randn(BN, K, device=dev)
         w = torch.randn(P * BO, K, device=dev)
         o = torch.zeros(P, BN, BO, device=dev)
-        t = graph_us(lambda: _dot_full[(P,)](a, w, o, C=K, BC=triton.next_power_of_2(K), BN=BN, BO=BO))
+        t = graph_us(lambda: _product[(P,)](a, w, o, K, triton.next_power_of_2(K), BN, BO, True))
         print(f"  K={K:4d}: {t:7.2f} us/launch", flush=True)
     K = 384
     a = torch.randn(BN, K, device=dev)
@@ -97,7 +75,7 @@ def sweep():
     o = torch.zeros(P, BN, BO, device=dev)
     print(f"K={K} as accumulated tl.dot calls of inner block BKC:")
     for bkc in (64, 128, 512):
-        t = graph_us(lambda: _dot_chain[(P,)](a, w, o, C=K, BKC=bkc, BN=BN, BO=BO))
+        t = graph_us(lambda: _product[(P,)](a, w, o, K, bkc, BN, BO, True))
         print(f"  BKC={bkc:4d} ({triton.cdiv(K, bkc)} dots): {t:7.2f} us/launch", flush=True)
 
 

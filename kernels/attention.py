@@ -127,9 +127,14 @@ class AttentionScratch:
 
     def __init__(self, rows: int, nsplit: int, bq: int, head_dim: int, device):
         self.rows, self.nsplit, self.bq = rows, nsplit, bq
-        self.acc = torch.zeros(rows * nsplit * bq * head_dim, dtype=torch.float32, device=device)
+        self.acc = torch.zeros(self.acc_size(rows, nsplit, bq, head_dim), dtype=torch.float32, device=device)
         self.ml = torch.zeros(rows * nsplit * 2 * bq, dtype=torch.float32, device=device)
         self.cnt = torch.zeros(rows, dtype=torch.int32, device=device)
+
+    @staticmethod
+    def acc_size(rows: int, nsplit: int, bq: int, head_dim: int) -> int:
+        """Elements of the partial accumulators (the largest buffer: the one the kernel's offsets must reach)."""
+        return rows * nsplit * bq * head_dim
 
 
 def attention_splits(n: int, max_key_end: int, chunk: int) -> int:
@@ -164,7 +169,7 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
     nqb = triton.cdiv(n, block_q)
     nsplit = attention_splits(n, max_key_end, chunk)
     if scratch.rows < B * H * nqb or scratch.nsplit < nsplit or scratch.bq != block_q or \
-            scratch.acc.numel() != scratch.rows * scratch.nsplit * block_q * D:
+            scratch.acc.numel() != scratch.acc_size(scratch.rows, scratch.nsplit, block_q, D):
         raise ValueError(f"scratch: too small for {B * H * nqb} programs x {nsplit} splits of {block_q} queries "
                          f"of head dim {D}")
     if chunk % block_k:

@@ -181,8 +181,9 @@ def rmsnorm_qkv_rope_ref(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qo
     a = ln_w.float() * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps))
     qkv = (a @ w_qkv.float().t()).view(B, n, 3, H, D).permute(2, 0, 3, 1, 4)  # [3, B, H, n, D]
     p = pos[:, :n].long()
-    if int(p.min()) < 0 or int(p.max()) >= cos_tab.shape[0]:  # torch would wrap a -1; the kernel reads outside
-        raise IndexError(f"pos: positions must lie in [0, {cos_tab.shape[0]}), got [{int(p.min())}, {int(p.max())}]")
+    lo, hi = int(p.min()), int(p.max())
+    if lo < 0 or hi >= cos_tab.shape[0]:  # torch would wrap a -1 to the last row; the kernel reads outside the table
+        raise IndexError(f"pos: positions must lie in [0, {cos_tab.shape[0]}), got [{lo}, {hi}]")
     cs = torch.cat([cos_tab[p], cos_tab[p]], -1)[:, None]  # [B, 1, n, D]
     sn = torch.cat([sin_tab[p], sin_tab[p]], -1)[:, None]
 

@@ -71,3 +71,11 @@ def test_key_end_beyond_cache(device):
     a["max_key_end"] = L + 1
     with pytest.raises(ValueError, match="max_key_end"):
         attention(**a, n=10, upstream=False, block_q=16, chunk=32, block_k=16)
+
+
+def test_scratch_of_another_head_dim(device):
+    """A scratch sized for head dim 16 would take 32-dim partials past its end."""
+    a = make(device, 10, 16, 32)
+    a["scratch"] = AttentionScratch(B * H * -(-S // 16), -(-L // 32), 16, D // 2, device)
+    with pytest.raises(ValueError, match="scratch"):
+        attention(**a, n=10, upstream=False, block_q=16, chunk=32, block_k=16)

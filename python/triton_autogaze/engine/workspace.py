@@ -70,8 +70,8 @@ class Workspace:
             "KV cache (one layer)": B * H * capacity * D,
             "attention o_proj partials": H * B * (K + N) * C,
             "MLP activations": B * (K + N) * d.intermediate_size,
-            "attention split partials": B * H * triton.cdiv(K + N, prefill_block) * triton.cdiv(capacity, chunk)
-            * prefill_block * D,
+            "attention split partials": AttentionScratch.acc_size(B * H * triton.cdiv(K + N, prefill_block),
+                                                                 triton.cdiv(capacity, chunk), prefill_block, D),
         }, f"{B} rows x {capacity} cached tokens is too large for one call: use fewer rows per call "
            "(tile_batch_size, smaller batches) or restart long streams")
         self.rows, self.capacity, self.device, self.dtype = rows, capacity, device, dtype
