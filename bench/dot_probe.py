@@ -36,6 +36,24 @@ def _product(a_ptr, w_ptr, o_ptr, C: tl.constexpr, BKC: tl.constexpr, BN: tl.con
 
 
 @triton.jit
+def _product_split(a_ptr, w_ptr, o_ptr, C: tl.constexpr, S: tl.constexpr, KS: tl.constexpr, BN: tl.constexpr,
+                   BO: tl.constexpr, PREC: tl.constexpr):
+    """The same product with its inner axis cut into S slices of KS (S * KS >= C, tail masked): one batched
+    [S, BN, KS] x [S, KS, BO] tl.dot, then a sum over the slices, so each slice's FMA chain is KS long."""
+    pid = tl.program_id(0)
+    os_ = tl.arange(0, S)
+    on = tl.arange(0, BN)
+    oo = tl.arange(0, BO)
+    ok = tl.arange(0, KS)
+    col_a = os_[:, None, None] * KS + ok[None, None, :]  # [S, 1, KS]
+    a = tl.load(a_ptr + on[None, :, None] * C + col_a, mask=col_a < C, other=0.0)  # [S, BN, KS]
+    col_w = os_[:, None, None] * KS + ok[None, :, None]  # [S, KS, 1]
+    w = tl.load(w_ptr + (pid * BO + oo)[None, None, :] * C + col_w, mask=col_w < C, other=0.0)  # [S, KS, BO]
+    acc = tl.sum(tl.dot(a, w, input_precision=PREC), axis=0)
+    tl.store(o_ptr + pid * BN * BO + on[:, None] * BO + oo[None, :], acc)
+
+
+@triton.jit
 def _empty(o_ptr):
     pass
 
@@ -79,6 +97,48 @@ def sweep():
         print(f"  BKC={bkc:4d} ({triton.cdiv(K, bkc)} dots): {t:7.2f} us/launch", flush=True)
 
 
+def _regs(k) -> str:
+    try:
+        return f"regs {k.n_regs:3d} spills {k.n_spills:4d}"
+    except Exception:  # older/newer Triton without these attributes
+        return ""
+
+
+def split_sweep():
+    """Does cutting the inner axis into parallel slices (batched tl.dot + sum) shorten the chain?"""
+    dev = "cuda"
+    BN, BO, P = 16, 16, 18
+    print("one [16 x K] x [K x 16] product as S parallel slices of KS (batched tl.dot + sum over slices):")
+    for K, cfgs in ((32, ((1, 32), (2, 16))), (64, ((1, 64), (2, 32), (4, 16))),
+                    (192, ((1, 256), (2, 128), (4, 64), (8, 32), (16, 16))),
+                    (384, ((1, 512), (4, 128), (8, 64), (16, 32)))):
+        a = torch.randn(BN, K, device=dev)
+        w = torch.randn(P * BO, K, device=dev)
+        ref = (a.double() @ w.double().t()).view(BN, P, BO).permute(1, 0, 2).float()
+        for S, KS in cfgs:
+            for nw in ((2, 4, 8) if K == 192 and S in (4, 8) else (4,)):
+                for prec in (("ieee", "tf32x3") if S == 1 and K == 192 else ("ieee",)):
+                    o = torch.zeros(P, BN, BO, device=dev)
+                    holder = {}
+
+                    def fn():
+                        holder["k"] = _product_split[(P,)](a, w, o, K, S, KS, BN, BO, prec, num_warps=nw)
+                    try:
+                        t = graph_us(fn)
+                    except Exception as e:  # a shape this Triton cannot lower: report and go on
+                        print(f"  K={K:4d} S={S:2d} KS={KS:3d} warps {nw} {prec}: failed {type(e).__name__}: "
+                              f"{str(e)[:100]}", flush=True)
+                        continue
+                    err = (o - ref).abs().max().item()
+                    print(f"  K={K:4d} S={S:2d} KS={KS:3d} warps {nw} {prec:6s}: {t:7.2f} us/launch  "
+                          f"err {err:.1e}  {_regs(holder.get('k'))}", flush=True)
+
+
 if __name__ == "__main__":
-    main()
-    sweep()
+    import sys
+    if "--split" in sys.argv:
+        split_sweep()
+    else:
+        main()
+        sweep()
+        split_sweep()

@@ -117,6 +117,10 @@ def main() -> None:
     ap.add_argument("--block-i", type=int, default=None, help="intermediate columns per mlp_gate_up program (16)")
     ap.add_argument("--block-c", type=int, default=None, help="output columns per mlp_down program (16)")
     ap.add_argument("--head-block", type=int, default=None, help="rotation pairs per rmsnorm_qkv_rope program (16)")
+    ap.add_argument("--split-k", type=int, default=None,
+                    help="inner slice of the decode products (engine default 32; 0 = one product over the axis)")
+    ap.add_argument("--prefill-split-k", type=int, default=None, help="the same for prefill feeds (default 32)")
+    ap.add_argument("--prefill-block", type=int, default=None, help="tokens per prefill program (default 32)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
@@ -131,7 +135,8 @@ def main() -> None:
     if args.key_block is not None:
         gen.key_block = args.key_block
     for arg, attr in (("down_k", "mlp_block_k"), ("block_i", "mlp_block_i"), ("block_c", "mlp_block_c"),
-                      ("head_block", "head_block")):
+                      ("head_block", "head_block"), ("split_k", "decode_split_k"),
+                      ("prefill_split_k", "prefill_split_k"), ("prefill_block", "prefill_block")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
     M = frame_budget(0.75, cfg.num_vision_tokens_each_frame)
@@ -158,7 +163,8 @@ def main() -> None:
     cases = [c for c in cases if args.only in c[0]]
     print(f"device: {torch.cuda.get_device_name()}  dtype: {gen_kw['dtype']}  graphs: {not args.no_graph}  "
           f"chunk {args.chunk} key block {gen.key_block} down k {gen.mlp_block_k} block i {gen.mlp_block_i} "
-          f"block c {gen.mlp_block_c} head block {gen.head_block}")
+          f"block c {gen.mlp_block_c} head block {gen.head_block} split k {gen.decode_split_k}/"
+          f"{gen.prefill_split_k} prefill block {gen.prefill_block}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

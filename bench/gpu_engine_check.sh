@@ -14,6 +14,18 @@ python3 -m pip install -q --no-build-isolation --no-deps . > "$OUT/install.log" 
 # PyAV is not on the device: carry its wheel (.devcarry/avwheel, `pip download av`) for the video benches
 ls .devcarry/avwheel/*.whl > /dev/null 2>&1 && python3 -m pip install -q --no-deps .devcarry/avwheel/*.whl >> "$OUT/install.log" 2>&1
 export AUTOGAZE_SHARED_MEDIA="$REPO/.devcarry/shared/media"
+# pytest-xdist (carry .devcarry/xdist: `pip download pytest-xdist execnet --no-deps`) spreads the parity tests'
+# Triton compiles over CPU cores: a cold machine otherwise spends minutes compiling one variant after another
+ls .devcarry/xdist/*.whl > /dev/null 2>&1 && python3 -m pip install -q --no-deps .devcarry/xdist/*.whl >> "$OUT/install.log" 2>&1
+XDIST=""; python3 -c "import xdist" 2>/dev/null && XDIST="-n ${WORKERS:-6}"
+# SPLITS configurations compile in the background (one process each, --iters 1) while the tests run; the timed
+# runs below then find their kernels in Triton's cache
+if [ "${T_SPLITS:-0}" != 0 ]; then
+  IFS=';' read -ra SP <<< "${SPLITS:-}"
+  for a in "${SP[@]}"; do
+    timeout "$T_SPLITS" python3 bench/engine_gpu.py --iters 1 --skip-big --only "${SPLIT_ONLY:-1 clip}" $a > /dev/null 2>&1 &
+  done
+fi
 # the two-batch-size crash: REPRO = ';'-separated argument lists of bench/repro_two_batches.py, then one of them
 # under compute-sanitizer's memcheck (SANITIZE_ARGS)
 if [ "${T_REPRO:-0}" != 0 ]; then
@@ -26,8 +38,8 @@ cd /tmp
 # Triton compiles every kernel variant on first use: the full kernel test folder needs several minutes there,
 # so by default only the engine's GPU tests and the model-level parity run (T_TESTS=N adds the kernel tests).
 [ "${T_TESTS:-0}" != 0 ] && timeout "${T_TESTS}" python3 -m pytest -q -x "$REPO/tests/kernels" -p no:cacheprovider > "$OUT/tests.log" 2>&1; tail -5 "$OUT/tests.log" 2>/dev/null
-[ "${T_ENGINE:-200}" != 0 ] && timeout "${T_ENGINE:-200}" python3 -m pytest -q -rf "$REPO/tests/test_engine.py" "$REPO/tests/test_backend_triton.py" -k "gpu or triton_backend" -p no:cacheprovider > "$OUT/engine_tests.log" 2>&1; tail -5 "$OUT/engine_tests.log" 2>/dev/null
-[ "${T_PARITY:-300}" != 0 ] && timeout "${T_PARITY:-300}" python3 -m pytest -q -rf "$REPO/tests/test_parity.py" -k "cuda-triton" -p no:cacheprovider > "$OUT/parity.log" 2>&1; tail -8 "$OUT/parity.log" 2>/dev/null
+[ "${T_ENGINE:-200}" != 0 ] && timeout "${T_ENGINE:-200}" python3 -m pytest -q -rf $XDIST "$REPO/tests/test_engine.py" "$REPO/tests/test_backend_triton.py" -k "${ENGINE_K:-gpu or triton_backend}" -p no:cacheprovider > "$OUT/engine_tests.log" 2>&1; tail -5 "$OUT/engine_tests.log" 2>/dev/null
+[ "${T_PARITY:-300}" != 0 ] && timeout "${T_PARITY:-300}" python3 -m pytest -q -rf $XDIST "$REPO/tests/test_parity.py" -k "cuda-triton" -p no:cacheprovider > "$OUT/parity.log" 2>&1; tail -8 "$OUT/parity.log" 2>/dev/null
 cd "$REPO"
 [ "${T_PROFILE:-0}" != 0 ] && timeout "$T_PROFILE" python3 bench/engine_profile.py > "$OUT/profile.log" 2>&1; tail -22 "$OUT/profile.log" 2>/dev/null
 [ "${T_BENCH:-200}" != 0 ] && timeout "${T_BENCH:-200}" python3 bench/engine_gpu.py ${BENCH_ARGS:---iters 10} 2>&1 | tee "$OUT/engine.log"
@@ -35,9 +47,9 @@ cd "$REPO"
 # SPLITS = ';'-separated engine_gpu.py argument lists, e.g. "--chunk 64 --key-block 64;--down-k 512"
 [ "${T_PROBE:-0}" != 0 ] && { timeout "$T_PROBE" python3 bench/dot_probe.py; timeout 60 python3 bench/barrier_probe.py; } 2>&1 | tee "$OUT/probe.log"
 if [ "${T_SPLITS:-0}" != 0 ]; then
-  IFS=';' read -ra SP <<< "${SPLITS:-}"
+  wait
   for a in "${SP[@]}"; do
-    timeout "$T_SPLITS" python3 bench/engine_gpu.py --iters 10 --skip-big --only "1 clip" $a 2>&1 | tail -4 | tee -a "$OUT/splits.log"
+    timeout "$T_SPLITS" python3 bench/engine_gpu.py --iters 10 --skip-big --only "${SPLIT_ONLY:-1 clip}" $a 2>&1 | grep -v "^device-to" | tee -a "$OUT/splits.log"
   done
 fi
 [ "${T_BF16:-0}" != 0 ] && timeout "$T_BF16" python3 bench/bf16_agreement.py 2>&1 | tee "$OUT/bf16.log"

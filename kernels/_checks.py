@@ -17,3 +17,23 @@ def check_tensor(name: str, t: torch.Tensor, shape: tuple, dtypes: tuple, device
         raise ValueError(f"{name}: expected device {device}, got {t.device}")
     if not t.is_contiguous():
         raise ValueError(f"{name}: must be contiguous")
+
+
+def split_slices(split_k: int, inner: int, rows: int = 1, cols: int = 1) -> tuple[int, int]:
+    """(KS, S) constexprs for a product whose inner axis of ``inner`` elements is cut into S slices of KS.
+
+    ``split_k`` 0 means no cut: (1, 1), and the kernel multiplies over the whole axis at once. Otherwise
+    ``split_k`` is the slice length (a power of two >= 16; the tensor-shape rules of tl.dot) and S the number
+    of slices rounded up to a power of two (slices past ``inner`` are masked to zero). ``rows`` x ``cols`` is the
+    program's output tile: the [S, rows, KS], [S, KS, cols] and [S, rows, cols] blocks must fit Triton's
+    2^20-element block limit."""
+    if split_k == 0:
+        return 1, 1
+    if split_k < 16 or split_k & (split_k - 1):
+        raise ValueError(f"split_k: expected 0 or a power of two >= 16, got {split_k}")
+    n = -(-inner // split_k)
+    s = 1 << (n - 1).bit_length()
+    if s * max(rows, split_k) * max(split_k, cols) > 1 << 20:
+        raise ValueError(f"split_k: {s} slices of {split_k} over a {rows} x {cols} output tile exceed Triton's "
+                         f"2^20-element block; use smaller blocks or split_k=0")
+    return split_k, s

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
+from ._checks import split_slices
 
 
 @triton.jit
@@ -23,7 +24,7 @@ def _mlp_down_kernel(
     h_ptr, act_ptr, wd_ptr, alive_ptr, out_ptr,
     B, n, x_sb, act_sb,
     C: tl.constexpr, I: tl.constexpr, BC: tl.constexpr, BKI: tl.constexpr, BN: tl.constexpr,
-    BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
+    BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, KS: tl.constexpr, S: tl.constexpr,
 ):
     pid = tl.program_id(0)
     nblk = tl.cdiv(n, BN)
@@ -40,15 +41,25 @@ def _mlp_down_kernel(
         nmask = offs_n < n
         offs_o = cb * BC + tl.arange(0, BC)
         omask = offs_o < C
-        acc = tl.zeros([BN, BC], tl.float32)
-        for k0 in tl.static_range(0, I, BKI):
-            offs_k = k0 + tl.arange(0, BKI)
-            kmask = offs_k < I
-            a = tl.load(act_ptr + b * act_sb + offs_n[:, None] * I + offs_k[None, :],
-                        mask=nmask[:, None] & kmask[None, :], other=0.0)
-            w = tl.load(wd_ptr + offs_o[:, None] * I + offs_k[None, :], mask=omask[:, None] & kmask[None, :],
-                        other=0.0).to(tl.float32)  # [BC, BKI]
-            acc += tl.dot(a, tl.trans(w), input_precision="ieee")
+        if S == 1:
+            acc = tl.zeros([BN, BC], tl.float32)
+            for k0 in tl.static_range(0, I, BKI):
+                offs_k = k0 + tl.arange(0, BKI)
+                kmask = offs_k < I
+                a = tl.load(act_ptr + b * act_sb + offs_n[:, None] * I + offs_k[None, :],
+                            mask=nmask[:, None] & kmask[None, :], other=0.0)
+                w = tl.load(wd_ptr + offs_o[:, None] * I + offs_k[None, :], mask=omask[:, None] & kmask[None, :],
+                            other=0.0).to(tl.float32)  # [BC, BKI]
+                acc += tl.dot(a, tl.trans(w), input_precision="ieee")
+        else:
+            # the whole I axis at once, in S slices of KS multiplied in parallel and summed (short FMA chains)
+            col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]
+            a = tl.load(act_ptr + b * act_sb + offs_n[None, :, None] * I + col_a,
+                        mask=nmask[None, :, None] & (col_a < I), other=0.0)  # [S, BN, KS]
+            col_w = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, :, None]  # [S, KS, 1]
+            w = tl.load(wd_ptr + offs_o[None, None, :] * I + col_w, mask=(col_w < I) & omask[None, None, :],
+                        other=0.0).to(tl.float32)  # [S, KS, BC]
+            acc = tl.sum(tl.dot(a, w, input_precision="ieee"), axis=0)
         ptrs = b * x_sb + offs_n[:, None] * C + offs_o[None, :]
         m2 = nmask[:, None] & omask[None, :]
         h = tl.load(h_ptr + ptrs, mask=m2, other=0.0)
@@ -56,9 +67,10 @@ def _mlp_down_kernel(
 
 
 def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128,
-             num_warps=4):
+             num_warps=4, split_k=0):
     """h, out [B, S, C] fp32 (distinct buffers); act [B, S, I] fp32; w_down [C, I] (fp32 or bf16); alive [B]
-    int32. Writes out = h + act @ w_down^T on the first ``n`` slots of running rows."""
+    int32. Writes out = h + act @ w_down^T on the first ``n`` slots of running rows. ``split_k``: 0 (the I axis
+    in sequential blocks of ``block_k``) or the slice length of parallel partial products over all of I."""
     B, S, C = h.shape
     dev = h.device
     f32 = (torch.float32,)
@@ -75,16 +87,17 @@ def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, bl
     for nm, v in (("block_c", block_c), ("block_k", block_k)):
         if v < 16 or v & (v - 1):
             raise ValueError(f"{nm}: expected a power of two >= 16, got {v}")
+    ks, nks = split_slices(split_k, I, block_n, block_c)
     grid = (B * triton.cdiv(n, block_n), triton.cdiv(C, block_c))
     _mlp_down_kernel[grid](
         h, act, w_down, alive, out, B, n, S * C, S * I,
         C=C, I=I, BC=block_c, BKI=block_k, BN=block_n, BLOCK_B=triton.next_power_of_2(B),
-        UPSTREAM=bool(upstream), num_warps=num_warps,
+        UPSTREAM=bool(upstream), KS=ks, S=nks, num_warps=num_warps,
     )
 
 
 def mlp_down_ref(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128,
-                 num_warps=4):
+                 num_warps=4, split_k=0):
     """Torch reference with the launcher's signature and in-place effects."""
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
+from ._checks import split_slices
 
 
 @triton.jit
@@ -26,7 +27,7 @@ def _mlp_gate_up_kernel(
     x_ptr, opart_ptr, h_out_ptr, ln_ptr, wgu_ptr, alive_ptr, act_ptr,
     B, n, x_sb, part_stride, act_sb, eps,
     C: tl.constexpr, H: tl.constexpr, I: tl.constexpr, BI: tl.constexpr, BLOCK_C: tl.constexpr,
-    BN: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
+    BN: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, KS: tl.constexpr, S: tl.constexpr,
 ):
     pid = tl.program_id(0)
     nblk = tl.cdiv(n, BN)
@@ -40,36 +41,57 @@ def _mlp_gate_up_kernel(
         go = tl.load(alive_ptr + b)
     if go != 0:
         offs_n = blk * BN + tl.arange(0, BN)
-        offs_c = tl.arange(0, BLOCK_C)
         nmask = offs_n < n
-        cmask = offs_c < C
-        m2 = nmask[:, None] & cmask[None, :]
-        ptrs = b * x_sb + offs_n[:, None] * C + offs_c[None, :]
-        h = tl.load(x_ptr + ptrs, mask=m2, other=0.0)
-        for hh in tl.static_range(H):
-            h += tl.load(opart_ptr + hh * part_stride + ptrs, mask=m2, other=0.0)
-        if pi == 0:
-            tl.store(h_out_ptr + ptrs, h, mask=m2)
-        var = tl.sum(h * h, axis=1) / C
-        ln = tl.load(ln_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
-        a = ln[None, :] * (h * tl.math.rsqrt(var + eps)[:, None])
         offs_i = pi * BI + tl.arange(0, BI)
         imask = offs_i < I
-        wm = imask[:, None] & cmask[None, :]
-        wg = tl.load(wgu_ptr + offs_i[:, None] * C + offs_c[None, :], mask=wm, other=0.0).to(tl.float32)
-        wu = tl.load(wgu_ptr + (I + offs_i)[:, None] * C + offs_c[None, :], mask=wm, other=0.0).to(tl.float32)
-        g = tl.dot(a, tl.trans(wg), input_precision="ieee")  # [BN, BI]
-        u = tl.dot(a, tl.trans(wu), input_precision="ieee")
+        if S == 1:
+            offs_c = tl.arange(0, BLOCK_C)
+            cmask = offs_c < C
+            m2 = nmask[:, None] & cmask[None, :]
+            ptrs = b * x_sb + offs_n[:, None] * C + offs_c[None, :]
+            h = tl.load(x_ptr + ptrs, mask=m2, other=0.0)
+            for hh in tl.static_range(H):
+                h += tl.load(opart_ptr + hh * part_stride + ptrs, mask=m2, other=0.0)
+            if pi == 0:
+                tl.store(h_out_ptr + ptrs, h, mask=m2)
+            var = tl.sum(h * h, axis=1) / C
+            ln = tl.load(ln_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
+            a = ln[None, :] * (h * tl.math.rsqrt(var + eps)[:, None])
+            wm = imask[:, None] & cmask[None, :]
+            wg = tl.load(wgu_ptr + offs_i[:, None] * C + offs_c[None, :], mask=wm, other=0.0).to(tl.float32)
+            wu = tl.load(wgu_ptr + (I + offs_i)[:, None] * C + offs_c[None, :], mask=wm, other=0.0).to(tl.float32)
+            g = tl.dot(a, tl.trans(wg), input_precision="ieee")  # [BN, BI]
+            u = tl.dot(a, tl.trans(wu), input_precision="ieee")
+        else:
+            # hidden axis in S slices of KS, multiplied in parallel and summed (as in rmsnorm_qkv_rope)
+            col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]
+            m3 = nmask[None, :, None] & (col_a < C)
+            ptrs = b * x_sb + offs_n[None, :, None] * C + col_a
+            h = tl.load(x_ptr + ptrs, mask=m3, other=0.0)
+            for hh in tl.static_range(H):
+                h += tl.load(opart_ptr + hh * part_stride + ptrs, mask=m3, other=0.0)
+            if pi == 0:
+                tl.store(h_out_ptr + ptrs, h, mask=m3)
+            var = tl.sum(tl.sum(h * h, axis=2), axis=0) / C
+            ln = tl.load(ln_ptr + col_a, mask=col_a < C, other=0.0).to(tl.float32)
+            a = ln * (h * tl.math.rsqrt(var + eps)[None, :, None])
+            col_w = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, :, None]  # [S, KS, 1]
+            wm = (col_w < C) & imask[None, None, :]
+            wg = tl.load(wgu_ptr + offs_i[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
+            wu = tl.load(wgu_ptr + (I + offs_i)[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
+            g = tl.sum(tl.dot(a, wg, input_precision="ieee"), axis=0)  # [BN, BI]
+            u = tl.sum(tl.dot(a, wu, input_precision="ieee"), axis=0)
         act = g / (1.0 + tl.exp(-g)) * u
         tl.store(act_ptr + b * act_sb + offs_n[:, None] * I + offs_i[None, :], act,
                  mask=nmask[:, None] & imask[None, :])
 
 
 def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
-                num_warps=4):
+                num_warps=4, split_k=0):
     """x, h_out [B, S, C] fp32; o_part [H, B, S, C] fp32; ln_w [C]; w_gate_up [2I, C] (cat(gate, up), fp32 or
     bf16); alive [B] int32; act [B, S, I] fp32 receives silu(gate) * up for the first ``n`` slots of running
-    rows. ``block_i``: intermediate columns per program (a power of two >= 16)."""
+    rows. ``block_i``: intermediate columns per program (a power of two >= 16). ``split_k``: 0, or the slice
+    length of the hidden axis (a power of two >= 16) for parallel partial products (see rmsnorm_qkv_rope)."""
     B, S, C = x.shape
     dev = x.device
     f32 = (torch.float32,)
@@ -88,17 +110,18 @@ def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream,
     _check("act", act, (B, S, I), f32, dev)
     if block_i < 16 or block_i & (block_i - 1):
         raise ValueError(f"block_i: expected a power of two >= 16, got {block_i}")
+    ks, nks = split_slices(split_k, C, block_n, block_i)
     grid = (B * triton.cdiv(n, block_n), triton.cdiv(I, block_i))
     _mlp_gate_up_kernel[grid](
         x, o_part, h_out, ln_w, w_gate_up, alive, act,
         B, n, S * C, B * S * C, S * I, float(eps),
         C=C, H=H, I=I, BI=block_i, BLOCK_C=triton.next_power_of_2(C), BN=block_n,
-        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), num_warps=num_warps,
+        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), KS=ks, S=nks, num_warps=num_warps,
     )
 
 
 def mlp_gate_up_ref(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
-                    num_warps=4):
+                    num_warps=4, split_k=0):
     """Torch reference with the launcher's signature and in-place effects."""
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a

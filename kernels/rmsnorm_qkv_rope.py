@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
+from ._checks import split_slices
 
 
 @triton.jit
@@ -29,7 +30,8 @@ def _rmsnorm_qkv_rope_kernel(
     qoff_ptr, qoff_add, jmin_ptr, alive_ptr, q_ptr, k_ptr, v_ptr,
     B, n, n_parts, part_stride, x_sb, pos_sb, q_sb, q_sh, c_sb, c_sh, c_sl, eps,
     C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BLOCK_C: tl.constexpr, BN: tl.constexpr, HB: tl.constexpr,
-    BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, WRITE_H: tl.constexpr,
+    BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, WRITE_H: tl.constexpr, KS: tl.constexpr,
+    S: tl.constexpr,
 ):
     pid = tl.program_id(0)
     nblk = tl.cdiv(n, BN)
@@ -46,32 +48,54 @@ def _rmsnorm_qkv_rope_kernel(
         go = tl.load(alive_ptr + b)
     if go != 0:
         offs_n = blk * BN + tl.arange(0, BN)
-        offs_c = tl.arange(0, BLOCK_C)
         nmask = offs_n < n
-        cmask = offs_c < C
-        m2 = nmask[:, None] & cmask[None, :]
-        ptrs = b * x_sb + offs_n[:, None] * C + offs_c[None, :]
-        h = tl.load(x_ptr + ptrs, mask=m2, other=0.0)
-        for p in range(n_parts):
-            h += tl.load(part_ptr + p * part_stride + ptrs, mask=m2, other=0.0)
-        if WRITE_H:
-            if cb == 0:
-                tl.store(h_out_ptr + ptrs, h, mask=m2)
-        var = tl.sum(h * h, axis=1) / C
-        ln = tl.load(ln_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
-        a = ln[None, :] * (h * tl.math.rsqrt(var + eps)[:, None])
         # HB "half columns": column e is dim e % HALF of head e // HALF; its rotation partner is dim + HALF
         offs_e = (cb % NCB) * HB + tl.arange(0, HB)
         emask = offs_e < H * HALF
         head = offs_e // HALF
         dd = offs_e % HALF
         wrow = which * C + head * D + dd
-        w1 = tl.load(w_ptr + wrow[:, None] * C + offs_c[None, :], mask=emask[:, None] & cmask[None, :],
-                     other=0.0).to(tl.float32)
-        w2 = tl.load(w_ptr + (wrow + HALF)[:, None] * C + offs_c[None, :], mask=emask[:, None] & cmask[None, :],
-                     other=0.0).to(tl.float32)
-        x1 = tl.dot(a, tl.trans(w1), input_precision="ieee")  # [BN, HB]
-        x2 = tl.dot(a, tl.trans(w2), input_precision="ieee")
+        if S == 1:
+            offs_c = tl.arange(0, BLOCK_C)
+            cmask = offs_c < C
+            m2 = nmask[:, None] & cmask[None, :]
+            ptrs = b * x_sb + offs_n[:, None] * C + offs_c[None, :]
+            h = tl.load(x_ptr + ptrs, mask=m2, other=0.0)
+            for p in range(n_parts):
+                h += tl.load(part_ptr + p * part_stride + ptrs, mask=m2, other=0.0)
+            if WRITE_H:
+                if cb == 0:
+                    tl.store(h_out_ptr + ptrs, h, mask=m2)
+            var = tl.sum(h * h, axis=1) / C
+            ln = tl.load(ln_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
+            a = ln[None, :] * (h * tl.math.rsqrt(var + eps)[:, None])
+            wm = emask[:, None] & cmask[None, :]
+            w1 = tl.load(w_ptr + wrow[:, None] * C + offs_c[None, :], mask=wm, other=0.0).to(tl.float32)
+            w2 = tl.load(w_ptr + (wrow + HALF)[:, None] * C + offs_c[None, :], mask=wm, other=0.0).to(tl.float32)
+            x1 = tl.dot(a, tl.trans(w1), input_precision="ieee")  # [BN, HB]
+            x2 = tl.dot(a, tl.trans(w2), input_precision="ieee")
+        else:
+            # The inner axis cut into S slices of KS: [S, BN, KS] activations times [S, KS, HB] weights in one
+            # batched product, then a sum over the slices. Each slice's FMA chain is KS long instead of C, which
+            # is what a 10-token decode product's latency grows with (bench/dot_probe.py).
+            col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]
+            m3 = nmask[None, :, None] & (col_a < C)
+            ptrs = b * x_sb + offs_n[None, :, None] * C + col_a
+            h = tl.load(x_ptr + ptrs, mask=m3, other=0.0)
+            for p in range(n_parts):
+                h += tl.load(part_ptr + p * part_stride + ptrs, mask=m3, other=0.0)
+            if WRITE_H:
+                if cb == 0:
+                    tl.store(h_out_ptr + ptrs, h, mask=m3)
+            var = tl.sum(tl.sum(h * h, axis=2), axis=0) / C
+            ln = tl.load(ln_ptr + col_a, mask=col_a < C, other=0.0).to(tl.float32)
+            a = ln * (h * tl.math.rsqrt(var + eps)[None, :, None])
+            col_w = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, :, None]  # [S, KS, 1]
+            wm = (col_w < C) & emask[None, None, :]
+            w1 = tl.load(w_ptr + wrow[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
+            w2 = tl.load(w_ptr + (wrow + HALF)[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
+            x1 = tl.sum(tl.dot(a, w1, input_precision="ieee"), axis=0)  # [BN, HB]
+            x2 = tl.sum(tl.dot(a, w2, input_precision="ieee"), axis=0)
         jmin = tl.load(jmin_ptr + b)
         if which < 2:
             pos = tl.load(pos_ptr + b * pos_sb + offs_n, mask=nmask, other=0)
@@ -134,13 +158,15 @@ def _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin,
 
 def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
                      q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
-                     num_warps=4):
+                     num_warps=4, split_k=0):
     """Launch on the first ``n`` slots. Shapes (S = slot capacity of the activation buffers):
 
     x [B, S, C] fp32 residual; parts [P, B, S, C] fp32 or None (then h = x and h_out is unused);
     h_out [B, S, C] fp32 (receives h when parts are given); ln_w [C]; w_qkv [3C, C] (fp32 or bf16);
     cos_tab, sin_tab [Pmax, D/2] fp32 indexed by position; pos [B, >=n] int32; qoff, jmin, alive [B] int32;
     q_out [B, H, >=n, D] fp32; k_cache, v_cache [B, H, Lmax, D] (fp32 or bf16). ``upstream``: bool.
+    ``split_k``: 0 = one product over the whole hidden axis per program; else a power of two >= 16: the
+    hidden axis in slices of that many columns, multiplied in parallel and summed (see the kernel).
     """
     _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n)
     B, S, C = x.shape
@@ -148,6 +174,7 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
     P = 0 if parts is None else parts.shape[0]
     if block_h < 16 or block_h & (block_h - 1):
         raise ValueError(f"block_h: expected a power of two >= 16, got {block_h}")
+    ks, nks = split_slices(split_k, C, block_n, block_h)
     grid = (B * triton.cdiv(n, block_n), 3 * triton.cdiv(H * D // 2, block_h))
     _rmsnorm_qkv_rope_kernel[grid](
         x, x if parts is None else parts, x if h_out is None else h_out, ln_w, w_qkv, cos_tab, sin_tab, pos,
@@ -156,7 +183,7 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), float(eps),
         C=C, H=H, D=D, BLOCK_C=triton.next_power_of_2(C), BN=block_n, HB=block_h,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), WRITE_H=P > 0,
-        num_warps=num_warps,
+        KS=ks, S=nks, num_warps=num_warps,
     )
 
 
@@ -168,7 +195,7 @@ def row_go(alive: torch.Tensor, upstream: bool) -> torch.Tensor:
 
 def rmsnorm_qkv_rope_ref(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
                          q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
-                         num_warps=4):
+                         num_warps=4, split_k=0):
     """Torch reference with the launcher's signature and in-place effects."""
     B, S, C = x.shape
     H, D = k_cache.shape[1], k_cache.shape[3]

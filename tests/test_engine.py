@@ -209,12 +209,15 @@ def test_gpu_bf16_agrees_mostly(model):
     assert agree > 0.5, agree  # bf16 may flip decisions; the first frame should mostly agree
 
 
-@pytest.mark.parametrize("chunk,key_block,down_k", [(64, 64, 64), (128, 32, 256)])
-def test_other_split_sizes_match_reference(model, vision, chunk, key_block, down_k):
-    """Other attention splits (more partials to merge) and MLP inner blocks give the same tokens."""
+@pytest.mark.parametrize("chunk,key_block,down_k,split_k,prefill_split_k", [
+    (64, 64, 64, 0, 0), (128, 32, 256, 16, 0), (256, 64, 128, 64, 64)])
+def test_other_split_sizes_match_reference(model, vision, chunk, key_block, down_k, split_k, prefill_split_k):
+    """Other attention splits (more partials to merge), MLP inner blocks and product slicings (decode and
+    prefill) give the same tokens."""
     cfg, w, _ = model
     g = TritonGenerator(w, cfg, use_cuda_graph=False, chunk=chunk)
     g.key_block, g.mlp_block_k = key_block, down_k
+    g.decode_split_k, g.prefill_split_k = split_k, prefill_split_k
     v = vision[:2].contiguous()
     out, _ = g.run(v, [13, 13], None, "independent")
     assert_same(out, reference(model, v, [13, 13], None, "independent"))

@@ -27,11 +27,13 @@ def make_down(device, seed=0):
                 alive=torch.tensor([0, 1], dtype=torch.int32, device=device), out=torch.zeros(B, S, C, device=device))
 
 
-@pytest.mark.parametrize("n,block_n,block_i,upstream", [(10, 16, 16, False), (26, 32, 128, True), (26, 16, 256, False)])
-def test_gate_up_matches_ref(device, n, block_n, block_i, upstream):
+@pytest.mark.parametrize("n,block_n,block_i,upstream,split_k", [
+    (10, 16, 16, False, 0), (26, 32, 128, True, 0), (26, 16, 256, False, 0), (10, 16, 16, False, 32),
+    (26, 32, 64, True, 64), (26, 16, 16, False, 16)])
+def test_gate_up_matches_ref(device, n, block_n, block_i, upstream, split_k):
     a = make_up(device)
     b = {k: v.clone() for k, v in a.items()}
-    mlp_gate_up(**a, n=n, eps=1e-5, upstream=upstream, block_n=block_n, block_i=block_i)
+    mlp_gate_up(**a, n=n, eps=1e-5, upstream=upstream, block_n=block_n, block_i=block_i, split_k=split_k)
     mlp_gate_up_ref(**b, n=n, eps=1e-5, upstream=upstream)
     close(a["h_out"], b["h_out"])
     close(a["act"], b["act"], rtol=1e-4, atol=1e-5)
@@ -40,12 +42,13 @@ def test_gate_up_matches_ref(device, n, block_n, block_i, upstream):
     assert not a["act"][:, n:].any(), "slots past n must not be touched"
 
 
-@pytest.mark.parametrize("n,block_n,block_c,block_k,upstream", [
-    (10, 16, 16, 128, False), (26, 32, 64, 64, True), (26, 16, 256, 256, False)])
-def test_down_matches_ref(device, n, block_n, block_c, block_k, upstream):
+@pytest.mark.parametrize("n,block_n,block_c,block_k,upstream,split_k", [
+    (10, 16, 16, 128, False, 0), (26, 32, 64, 64, True, 0), (26, 16, 256, 256, False, 0),
+    (10, 16, 16, 128, False, 32), (26, 32, 64, 64, True, 64), (26, 16, 16, 128, False, 128)])
+def test_down_matches_ref(device, n, block_n, block_c, block_k, upstream, split_k):
     a = make_down(device)
     b = {k: v.clone() for k, v in a.items()}
-    mlp_down(**a, n=n, upstream=upstream, block_n=block_n, block_c=block_c, block_k=block_k)
+    mlp_down(**a, n=n, upstream=upstream, block_n=block_n, block_c=block_c, block_k=block_k, split_k=split_k)
     mlp_down_ref(**b, n=n, upstream=upstream)
     close(a["out"], b["out"], rtol=1e-4, atol=1e-4)
     if not upstream:
@@ -71,6 +74,19 @@ def test_down_errors(device, name, bad):
     a[name] = bad(a[name])
     with pytest.raises(ValueError, match=name):
         mlp_down(**a, n=10, upstream=False)
+
+
+@pytest.mark.parametrize("split_k", [8, 48])
+def test_bad_split_k(device, split_k):
+    with pytest.raises(ValueError, match="split_k"):
+        mlp_gate_up(**make_up(device), n=10, eps=1e-5, upstream=False, split_k=split_k)
+    with pytest.raises(ValueError, match="split_k"):
+        mlp_down(**make_down(device), n=10, upstream=False, split_k=split_k)
+
+
+def test_split_k_too_large_a_block_is_a_clear_error(device):
+    with pytest.raises(ValueError, match="2\\^20"):
+        mlp_down(**make_down(device), n=26, upstream=False, block_n=256, block_c=256, split_k=16)
 
 
 def test_down_rejects_aliasing(device):

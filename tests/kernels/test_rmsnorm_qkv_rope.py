@@ -31,17 +31,24 @@ def clone(a):
     return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in a.items()}
 
 
-@pytest.mark.parametrize("n,upstream,block_n,block_h,parts", [
-    (10, False, 16, 16, 2), (26, True, 16, 64, 0), (26, False, 32, 128, 3)])
-def test_matches_ref(device, n, upstream, block_n, block_h, parts):
+@pytest.mark.parametrize("n,upstream,block_n,block_h,parts,split_k", [
+    (10, False, 16, 16, 2, 0), (26, True, 16, 64, 0, 0), (26, False, 32, 128, 3, 0),
+    (10, False, 16, 16, 2, 32), (26, True, 16, 64, 0, 64), (26, False, 32, 16, 0, 16)])
+def test_matches_ref(device, n, upstream, block_n, block_h, parts, split_k):
     a = make(device, parts)
     b = clone(a)
-    rmsnorm_qkv_rope(**a, n=n, eps=1e-5, upstream=upstream, block_n=block_n, block_h=block_h)
+    rmsnorm_qkv_rope(**a, n=n, eps=1e-5, upstream=upstream, block_n=block_n, block_h=block_h, split_k=split_k)
     rmsnorm_qkv_rope_ref(**b, n=n, eps=1e-5, upstream=upstream)
     for key in ("q_out", "k_cache", "v_cache", "h_out"):
         close(a[key], b[key])
     if not upstream:  # the dead row is untouched
         assert not a["q_out"][1].any() and not a["k_cache"][1].any()
+
+
+@pytest.mark.parametrize("split_k", [8, 24, -1])
+def test_bad_split_k(device, split_k):
+    with pytest.raises(ValueError, match="split_k"):
+        rmsnorm_qkv_rope(**make(device), n=10, eps=1e-5, upstream=False, split_k=split_k)
 
 
 def test_bf16_cache(device):

@@ -80,6 +80,12 @@ class TritonGenerator:
         self.decode_block = 16
         self.head_block = 128 if interp else 16  # rotation pairs per rmsnorm_qkv_rope program
         self.key_block = 256 if interp else 64
+        # Inner-axis slice length of the qkv / gate-up / down products of decode and prefill feeds (0: one
+        # product over the whole axis). A small fp32 FMA product's latency grows with its inner length, so
+        # slices multiplied in parallel and summed run ~2x faster at K = 192 and 384 (bench/dot_probe.py); the
+        # 16x224 clip went from 107 to 70 ms (bench/RESULTS.md).
+        self.decode_split_k = 32
+        self.prefill_split_k = 32
         self._pool: dict[tuple, list[Workspace]] = {}
 
     # ----- public API ---------------------------------------------------------------------------------------
@@ -211,18 +217,19 @@ class TritonGenerator:
         The residual stream enters in ws.x (layer 0) or ws.hB and leaves in ws.hB; ws.hA holds the mid-layer h1.
         """
         ops, eps = self.ops, self.eps
+        split = self.decode_split_k if block == ws.decode_block else self.prefill_split_k
         for li, lw in enumerate(self.w.layers):
             x_in = ws.x if li == 0 else ws.hB
             ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
                                  pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
-                                 block_n=block, block_h=self.head_block)
+                                 block_n=block, block_h=self.head_block, split_k=split)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
                           scratch, n, key_end, upstream, block_q=block, chunk=ws.chunk,
                           block_k=self.key_block)
             ops.mlp_gate_up(x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n, eps, upstream,
-                            block_n=block, block_i=self.mlp_block_i)
+                            block_n=block, block_i=self.mlp_block_i, split_k=split)
             ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=block,
-                         block_c=self.mlp_block_c, block_k=self.mlp_block_k)
+                         block_c=self.mlp_block_c, block_k=self.mlp_block_k, split_k=split)
 
     def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None):
         B = ws.rows
