@@ -89,7 +89,8 @@ def compare(out, ref, rows, eos, bf16) -> str:
     return f"{'EQUAL' if ok else 'DIFFER'} conf {worst:.1e}"
 
 
-def time_run(gen, v, budgets, tau, semantics, iters) -> float:
+def time_run(gen, v, budgets, tau, semantics, iters):
+    """Median wall ms of `iters` calls after an eager and a capturing call, and the last call's output."""
     out, st = gen.run(v, budgets, tau, semantics)  # eager: compiles
     out, st = gen.run(v, budgets, tau, semantics)  # captures the graph
     del st
@@ -100,7 +101,7 @@ def time_run(gen, v, budgets, tau, semantics, iters) -> float:
         out, st = gen.run(v, budgets, tau, semantics)  # ends with its own sync
         times.append((time.perf_counter() - t0) * 1e3)
         del st
-    return statistics.median(times)
+    return statistics.median(times), out
 
 
 def main() -> None:
@@ -177,8 +178,11 @@ def main() -> None:
             rows = min(B, args.check_rows) if B > 1 else 1
             ref = reference(dec, cfg, v[:rows], budgets, None if taut is None else taut[:rows], sem)
             check = compare(out, ref, rows, cfg.eos_id, args.bf16)
-        ms = time_run(gen, v, budgets, taut, sem, args.iters)
-        print(f"{name:28s} {B:4d} {ntok:7d} {check:>22s} {ms:10.2f}", flush=True)
+        ms, last = time_run(gen, v, budgets, taut, sem, args.iters)
+        same = all(torch.equal(a.ids, b.ids) and torch.equal(a.confidence, b.confidence)
+                   for a, b in zip(out.frames, last.frames)) and len(out.frames) == len(last.frames)
+        print(f"{name:28s} {B:4d} {ntok:7d} {check:>22s} {ms:10.2f}  replay {'same' if same else 'DIFFERS'}",
+              flush=True)
         if tau is None:
             gb = kv_bytes(cfg, budgets, B, 2 if args.bf16 else 4) / 1e9
             print(f"{'':28s} KV-cache reads {gb:.2f} GB -> {gb / ms * 1e3:.0f} GB/s achieved", flush=True)
