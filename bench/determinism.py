@@ -33,6 +33,7 @@ def main():
     ap.add_argument("B", type=int, nargs="?", default=8)
     ap.add_argument("T", type=int, nargs="?", default=4)
     ap.add_argument("--split-k", type=int, default=None, help="decode and prefill product slice (default: engine's)")
+    ap.add_argument("--quick", action="store_true", help="one eager call of one case (for compute-sanitizer)")
     args = ap.parse_args()
     B, T = args.B, args.T
 
@@ -45,6 +46,10 @@ def main():
     cfg, w, _ = load_checkpoint(model_dir())
     v = (torch.randn(B, T, cfg.num_tokens, cfg.decoder.hidden_size, generator=torch.Generator().manual_seed(0))
          * 0.5).cuda()
+    if args.quick:
+        out = make(False).run(v, [198] * T, None, "independent")[0]
+        print(f"B={B} T={T} one eager call: {sum(int((f.ids != cfg.eos_id).sum()) for f in out.frames)} tokens")
+        return
     for sem, tau in (("upstream", -2.0), ("independent", -2.0), ("independent", None)):
         taut = None if tau is None else torch.full((B, T), tau, device="cuda")
         runs = []

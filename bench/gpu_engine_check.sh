@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for the Triton backend: install, (engine + kernel tests), Triton-backend fixture parity,
 # a per-kernel profile, then the engine benchmark matrix. Carry .devcarry/shared (a copy of ../shared).
-# Toggles: T_REPRO / T_SANITIZE / T_PROBE / T_SPLITS / T_TESTS / T_ENGINE / T_PARITY / T_PROFILE / T_BENCH / T_BF16 / T_SUITE = seconds for each stage (0 skips it);
+# Toggles: T_DET / T_RACECHECK / T_REPRO / T_SANITIZE / T_PROBE / T_SPLITS / T_TESTS / T_ENGINE / T_PARITY / T_PROFILE / T_BENCH / T_BF16 / T_SUITE = seconds for each stage (0 skips it);
 # BENCH_ARGS. Example: T_PROFILE=90 bash bench/gpu_engine_check.sh (carry .devcarry/shared).
 # Prepare once here: mkdir -p .devcarry/shared && cp -r ../shared/fixtures ../shared/media .devcarry/shared/ &&
 #   rm .devcarry/shared/fixtures/model/model.safetensors   (the model travels in tests/fixtures/model)
@@ -34,6 +34,19 @@ if [ "${T_REPRO:-0}" != 0 ]; then
 fi
 [ "${T_SANITIZE:-0}" != 0 ] && timeout "$T_SANITIZE" compute-sanitizer --tool memcheck --print-limit 4 \
   python3 bench/repro_two_batches.py ${SANITIZE_ARGS:-model 1 8} > "$OUT/sanitize.log" 2>&1; grep -v "^=========     " "$OUT/sanitize.log" 2>/dev/null | tail -40
+# bit-for-bit determinism of repeated calls (DET_ARGS = ';'-separated argument lists of bench/determinism.py,
+# e.g. "8 4;8 4 --split-k 0"), then compute-sanitizer's racecheck (shared-memory hazards inside a program) and
+# synccheck on one of them (RACE_ARGS)
+if [ "${T_DET:-0}" != 0 ]; then
+  IFS=';' read -ra DETS <<< "${DET_ARGS:-8 4}"
+  for r in "${DETS[@]}"; do timeout "$T_DET" python3 bench/determinism.py $r 2>&1 | tail -5 | tee -a "$OUT/det.log"; done
+fi
+if [ "${T_RACECHECK:-0}" != 0 ]; then
+  for tool in racecheck synccheck; do
+    timeout "$T_RACECHECK" compute-sanitizer --tool $tool --print-limit 6 python3 bench/determinism.py ${RACE_ARGS:-8 1 --quick} \
+      > "$OUT/$tool.log" 2>&1; grep -v "^=========     " "$OUT/$tool.log" | tail -15
+  done
+fi
 cd /tmp
 # Triton compiles every kernel variant on first use: the full kernel test folder needs several minutes there,
 # so by default only the engine's GPU tests and the model-level parity run (T_TESTS=N adds the kernel tests).
