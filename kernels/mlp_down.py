@@ -4,8 +4,9 @@ For every running row ``b`` and slot ``j < n``:
 
     out[b, j, c] = h[b, j, c] + act[b, j, :] @ Wd[c, :]       for c in this program's BC output columns
 
-Each program owns complete output columns (the I-long reduction runs inside it, in blocks of BKI), so the next
-layer reads a finished residual stream: no partial sums to add, no float atomics.
+Each program owns complete output columns (the I-long reduction runs inside it: in sequential blocks of BKI, or
+as S slices of KS multiplied side by side and summed), so the next layer reads a finished residual stream: no
+partial sums to add, no float atomics.
 Grid: (B * cdiv(n, BN), cdiv(C, BC)).
 """
 

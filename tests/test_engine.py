@@ -223,6 +223,26 @@ def test_other_split_sizes_match_reference(model, vision, chunk, key_block, down
     assert_same(out, reference(model, v, [13, 13], None, "independent"))
 
 
+@pytest.mark.parametrize("semantics", ["upstream", "independent"])
+def test_tickets_are_back_to_zero_after_a_call(model, vision, semantics):
+    """The attention merge and the selection hand work to the last program of a group through integer tickets;
+    a counter left non-zero would make the next launch merge before every partial is written (a race on the
+    GPU). With two splits of keys and rows stopping at different steps, every counter is zero after the call.
+    (The same passed under the interpreter with the GPU's block sizes: 16-wide MLP/head slices, 32-token prefill
+    blocks, 64-key blocks; ten minutes there, so CI runs the interpreter's own sizes.)"""
+    cfg, w, _ = model
+    g = TritonGenerator(w, cfg, use_cuda_graph=False)
+    v = vision[:2].contiguous()
+    tau = torch.tensor([[-5.0, -5.0], [0.5, 0.5]], device=DEV)
+    out, st = g.run(v, [60, 40], tau, semantics)
+    ws = st._ws
+    assert int(ws.clen.max()) > ws.chunk, "the call should need more than one key split"
+    for name, cnt in (("prefill attention", ws.att_prefill.cnt), ("decode attention", ws.att_decode.cnt),
+                      ("selection", ws.select.cnt)):
+        assert not cnt.any(), f"{name} tickets left at {cnt[cnt != 0].tolist()[:8]}"
+    assert_same(out, reference(model, v, [60, 40], tau, semantics))
+
+
 def test_too_large_for_32bit_offsets_is_a_clear_error(model):
     """The kernels address buffers with 32-bit offsets: a workspace past 2^31 elements is refused by name
     before anything is allocated (1800 rows x 6400 cached tokens: 2.2e9 K/V elements per layer)."""
