@@ -34,6 +34,7 @@ def main():
     ap.add_argument("T", type=int, nargs="?", default=4)
     ap.add_argument("--split-k", type=int, default=None, help="decode and prefill product slice (default: engine's)")
     ap.add_argument("--quick", action="store_true", help="one eager call of one case (for compute-sanitizer)")
+    ap.add_argument("--only", default="", help="run only the cases of this semantics ('upstream' / 'independent')")
     args = ap.parse_args()
     B, T = args.B, args.T
 
@@ -51,6 +52,8 @@ def main():
         print(f"B={B} T={T} one eager call: {sum(int((f.ids != cfg.eos_id).sum()) for f in out.frames)} tokens")
         return
     for sem, tau in (("upstream", -2.0), ("independent", -2.0), ("independent", None)):
+        if args.only not in sem:
+            continue
         taut = None if tau is None else torch.full((B, T), tau, device="cuda")
         runs = []
         for i in range(3):
