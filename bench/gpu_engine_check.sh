@@ -54,13 +54,13 @@ cd /tmp
 [ "${T_ENGINE:-200}" != 0 ] && timeout "${T_ENGINE:-200}" python3 -m pytest -q -rf $XDIST "$REPO/tests/test_engine.py" "$REPO/tests/test_backend_triton.py" -k "${ENGINE_K:-gpu or triton_backend}" -p no:cacheprovider > "$OUT/engine_tests.log" 2>&1; tail -5 "$OUT/engine_tests.log" 2>/dev/null
 [ "${T_PARITY:-300}" != 0 ] && timeout "${T_PARITY:-300}" python3 -m pytest -q -rf $XDIST "$REPO/tests/test_parity.py" -k "cuda-triton" -p no:cacheprovider > "$OUT/parity.log" 2>&1; tail -8 "$OUT/parity.log" 2>/dev/null
 cd "$REPO"
+wait  # the background SPLITS compiles end before anything is timed
 [ "${T_PROFILE:-0}" != 0 ] && timeout "$T_PROFILE" python3 bench/engine_profile.py > "$OUT/profile.log" 2>&1; tail -22 "$OUT/profile.log" 2>/dev/null
 [ "${T_BENCH:-200}" != 0 ] && timeout "${T_BENCH:-200}" python3 bench/engine_gpu.py ${BENCH_ARGS:---iters 10} 2>&1 | tee "$OUT/engine.log"
 # latency probes (one product per program, K sweep; grid barrier vs kernel boundary), then engine split sweeps:
 # SPLITS = ';'-separated engine_gpu.py argument lists, e.g. "--chunk 64 --key-block 64;--down-k 512"
 [ "${T_PROBE:-0}" != 0 ] && { timeout "$T_PROBE" python3 bench/dot_probe.py; timeout 60 python3 bench/barrier_probe.py; } 2>&1 | tee "$OUT/probe.log"
 if [ "${T_SPLITS:-0}" != 0 ]; then
-  wait
   for a in "${SP[@]}"; do
     timeout "$T_SPLITS" python3 bench/engine_gpu.py --iters 10 --skip-big --only "${SPLIT_ONLY:-1 clip}" $a 2>&1 | grep -v "^device-to" | tee -a "$OUT/splits.log"
   done

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
+from ._fence import fence_gpu, fence_wanted
 
 NEG = tl.constexpr(-1.0e30)  # finite "minus infinity": keeps fully masked blocks free of inf - inf
 
@@ -30,7 +31,7 @@ def _attention_kernel(
     B, n, nsplit_max, q_sb, q_sh, c_sb, c_sh, c_sl, km_sb, out_sh, out_sb, scale,
     C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
-    G: tl.constexpr,
+    G: tl.constexpr, FENCE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     sp = tl.program_id(1)
@@ -83,9 +84,13 @@ def _attention_kernel(
         tl.store(acc_ptr + slot * BQ * D + offs_r[:, None] * D + offs_d[None, :], acc)
         tl.store(ml_ptr + slot * 2 * BQ + offs_r, m_i)
         tl.store(ml_ptr + slot * 2 * BQ + BQ + offs_r, l_i)
+        if FENCE:  # each thread's partial is visible GPU-wide before the ticket (see _fence.py)
+            fence_gpu(offs_r)
         tl.debug_barrier()  # every thread's partial is written before the ticket is taken
         ticket = tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel")
         if ticket == nsp - 1:
+            if FENCE:  # every thread acquires: the other programs' partials are visible to its loads
+                fence_gpu(offs_r)
             # merge the splits G at a time: one vector load of G partials, no serial chain per split
             M = tl.full([BQ], NEG, tl.float32)
             L = tl.zeros([BQ], tl.float32)
@@ -182,7 +187,7 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
         keymask.stride(0), out.stride(0), out.stride(1), float(D) ** -0.5,
         C=C, H=H, D=D, BQ=block_q, BK=block_k, CHUNK=chunk, BLOCK_C=triton.next_power_of_2(C),
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), G=min(8, triton.next_power_of_2(nsplit)),
-        num_warps=num_warps,
+        FENCE=fence_wanted(q), num_warps=num_warps,
     )
 
 

@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
+from ._fence import fence_gpu, fence_wanted
 
 
 @triton.jit
@@ -34,7 +35,7 @@ def _heads_select_kernel(
     B, n_parts, part_stride, x_sb, out_sb, step, n_step, eps,
     C: tl.constexpr, K: tl.constexpr, V: tl.constexpr, EOS: tl.constexpr, BLOCK_C: tl.constexpr,
     BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr, VCH: tl.constexpr, BLOCK_B: tl.constexpr,
-    UPSTREAM: tl.constexpr, HAS_TAU: tl.constexpr,
+    UPSTREAM: tl.constexpr, HAS_TAU: tl.constexpr, FENCE: tl.constexpr,
 ):
     b = tl.program_id(0)
     k = tl.program_id(1)
@@ -65,9 +66,13 @@ def _heads_select_kernel(
             tl.store(logit_ptr + (b * K + k) * V + rows, tl.sum(w * hn[None, :], axis=1), mask=rmask)
         tw = tl.load(tlw_ptr + k * C + offs_c, mask=cmask, other=0.0).to(tl.float32)
         tl.store(tlv_ptr + b * K + k, tl.sum(tw * hn, axis=0))
+        if FENCE:  # each thread's logits are visible GPU-wide before the ticket (see _fence.py)
+            fence_gpu(tl.arange(0, 32))
         tl.debug_barrier()  # every thread's logits are written before the ticket is taken
         ticket = tl.atomic_add(cnt_ptr + b, 1, sem="acq_rel")
         if ticket == K - 1:
+            if FENCE:  # every thread acquires: the other programs' logits are visible to its loads
+                fence_gpu(tl.arange(0, 32))
             tl.atomic_xchg(cnt_ptr + b, 0)
             offs_v = tl.arange(0, BLOCK_V)
             offs_k = tl.arange(0, BLOCK_K)
@@ -187,7 +192,7 @@ def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch
         B, P, B * S * C, S * C, out_ids.stride(0), int(step), int(n_step), float(eps),
         C=C, K=K, V=V, EOS=eos, BLOCK_C=triton.next_power_of_2(C), BLOCK_V=ban_width(V),
         BLOCK_K=triton.next_power_of_2(K), VCH=triton.cdiv(V, 32), BLOCK_B=triton.next_power_of_2(B),
-        UPSTREAM=bool(upstream), HAS_TAU=tau is not None, num_warps=4,
+        UPSTREAM=bool(upstream), HAS_TAU=tau is not None, FENCE=fence_wanted(x), num_warps=4,
     )
 
 

@@ -76,6 +76,25 @@ def test_down_errors(device, name, bad):
         mlp_down(**a, n=10, upstream=False)
 
 
+@pytest.mark.parametrize("wdtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("split_k", [128, 256, 512])
+def test_partial_slices_and_fallback(device, wdtype, split_k):
+    """Slices that do not divide the inner axis (192 / 128, 384 / 256: the last slice is partly masked), one
+    slice covering it all (S = 1, the unsliced path), with fp32 and bf16 weights."""
+    a = make_up(device)
+    a["w_gate_up"] = a["w_gate_up"].to(wdtype)
+    b = {k: v.clone() for k, v in a.items()}
+    mlp_gate_up(**a, n=10, eps=1e-5, upstream=False, block_n=16, block_i=16, split_k=min(split_k, 256))
+    mlp_gate_up_ref(**b, n=10, eps=1e-5, upstream=False)
+    close(a["act"], b["act"], rtol=1e-4, atol=1e-5)
+    a = make_down(device)
+    a["w_down"] = a["w_down"].to(wdtype)
+    b = {k: v.clone() for k, v in a.items()}
+    mlp_down(**a, n=10, upstream=False, block_n=16, block_c=16, split_k=split_k)
+    mlp_down_ref(**b, n=10, upstream=False)
+    close(a["out"], b["out"], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("split_k", [8, 48])
 def test_bad_split_k(device, split_k):
     with pytest.raises(ValueError, match="split_k"):

@@ -45,6 +45,19 @@ def test_matches_ref(device, n, upstream, block_n, block_h, parts, split_k):
         assert not a["q_out"][1].any() and not a["k_cache"][1].any()
 
 
+@pytest.mark.parametrize("wdtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("split_k", [128, 256])
+def test_partial_slice_and_fallback(device, wdtype, split_k):
+    """128 does not divide C = 192 (the second slice is half masked); 256 >= C is one slice (the unsliced path)."""
+    a = make(device, parts=2)
+    a["w_qkv"], a["ln_w"] = a["w_qkv"].to(wdtype), a["ln_w"].to(wdtype)
+    b = clone(a)
+    rmsnorm_qkv_rope(**a, n=10, eps=1e-5, upstream=False, split_k=split_k)
+    rmsnorm_qkv_rope_ref(**b, n=10, eps=1e-5, upstream=False)
+    for key in ("q_out", "k_cache", "v_cache", "h_out"):
+        close(a[key], b[key])
+
+
 @pytest.mark.parametrize("split_k", [8, 24, -1])
 def test_bad_split_k(device, split_k):
     with pytest.raises(ValueError, match="split_k"):

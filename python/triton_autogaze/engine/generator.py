@@ -84,8 +84,10 @@ class TritonGenerator:
         # product over the whole axis). A small fp32 FMA product's latency grows with its inner length, so
         # slices multiplied in parallel and summed run ~2x faster at K = 192 and 384 (bench/dot_probe.py); the
         # 16x224 clip went from 107 to 70 ms (bench/RESULTS.md).
+        # The interpreter's wide prefill tiles (256 x 256) would reach Triton's 2^20-element block limit with
+        # slices for larger checkpoints, so CPU runs slice only the decode feed.
         self.decode_split_k = 32
-        self.prefill_split_k = 32
+        self.prefill_split_k = 0 if interp else 32
         self._pool: dict[tuple, list[Workspace]] = {}
 
     # ----- public API ---------------------------------------------------------------------------------------
@@ -200,24 +202,24 @@ class TritonGenerator:
                             bufs.ids[t], bufs.conf[t], bufs.lens[t], K * (fp.steps - 1), eos)
             pre_end = fp.start_hi + fp.pending_hi + N
             self._decoder(ws, S, ws.pre_qoff, 0, ws.pre_jmin, ws.pos, ws.alive[0], pre_end, ws.att_prefill,
-                          ws.prefill_block, upstream)
+                          ws.prefill_block, self.prefill_split_k, upstream)
             for s in range(fp.steps):
                 if s > 0:
                     self._decoder(ws, K, ws.fstart, K * (s - 1), ws.zeros, ws.dpos, ws.alive[s], pre_end + K * s,
-                                  ws.att_decode, ws.decode_block, upstream)
+                                  ws.att_decode, ws.decode_block, self.decode_split_k, upstream)
                 ops.heads_select(ws.hB, None, w.norm, w.lm_head, w.tl_head, ws.alive[s], ws.alive[s + 1],
                                  bufs.tau[t] if has_tau else None, ws.select, ws.ban, w.embed, ws.x, ws.chunk_ids,
                                  ws.chunk_n, bufs.ids[t], bufs.conf[t], bufs.lens[t],
                                  S - 1 if s == 0 else K - 1, s, fp.step_n(s, K), eps, eos, upstream)
             ops.frame_finish(bufs.ids[t], bufs.lens[t], ws.chunk_n, ws.fstart, ws.clen, ws.ccount, ws.keymask, eos)
 
-    def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, upstream):
+    def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, split,
+                 upstream):
         """The 4 layers over n slots, each rmsnorm_qkv_rope -> attention (+o_proj) -> mlp_gate_up -> mlp_down.
 
         The residual stream enters in ws.x (layer 0) or ws.hB and leaves in ws.hB; ws.hA holds the mid-layer h1.
         """
         ops, eps = self.ops, self.eps
-        split = self.decode_split_k if block == ws.decode_block else self.prefill_split_k
         for li, lw in enumerate(self.w.layers):
             x_in = ws.x if li == 0 else ws.hB
             ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,

@@ -1,0 +1,71 @@
+"""Compile the ticket kernels' GPU-only path (``FENCE=True``) for sm_90 without a GPU (test utility).
+
+Run as a script in a process without TRITON_INTERPRET (under the interpreter ``@triton.jit`` yields functions
+the compiler cannot take): prints one JSON object, ``{"skip": reason}`` when this Triton build cannot compile for
+CUDA here, else per kernel whether a cubin came out and where the fences sit around the ticket atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _compile(fn, types: dict, constexprs: dict):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig = {n: "constexpr" if n in constexprs else types.get(n, "i32") for n in fn.arg_names}
+    return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs),
+                          target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+
+
+def _fence_sites(ptx: str) -> dict:
+    lines = [ln.strip() for ln in ptx.splitlines() if not ln.strip().startswith(".loc")]
+    fences = [i for i, ln in enumerate(lines) if ln.startswith("fence.acq_rel.gpu")]
+    ticket = next(i for i, ln in enumerate(lines) if "atom.global.gpu.acq_rel.add" in ln)
+    return {"before_ticket": any(i < ticket for i in fences), "after_ticket": any(i > ticket for i in fences)}
+
+
+def main() -> dict:
+    import triton
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+    @triton.jit
+    def _noop(x_ptr):
+        pass
+
+    try:
+        if not _compile(_noop, {"x_ptr": "*fp32"}, {}).asm.get("cubin"):
+            return {"skip": "no cubin from the CUDA backend"}
+    except Exception as e:  # no CUDA backend / ptxas in this Triton build
+        return {"skip": f"{type(e).__name__}: {e}"[:300]}
+    from triton_autogaze.kernels.attention import _attention_kernel
+    from triton_autogaze.kernels.heads_select import _heads_select_kernel
+
+    f32 = "*fp32"
+    att = {n: f32 for n in ("q_ptr", "k_ptr", "v_ptr", "acc_ptr", "ml_ptr", "wo_ptr", "out_ptr")}
+    att.update(km_ptr="*i8", qoff_ptr="*i32", jmin_ptr="*i32", alive_ptr="*i32", cnt_ptr="*i32", scale="fp32")
+    hs = {n: f32 for n in ("x_ptr", "part_ptr", "norm_ptr", "lm_ptr", "tlw_ptr", "tau_ptr", "logit_ptr", "tlv_ptr",
+                           "embed_ptr", "xn_ptr", "out_conf_ptr")}
+    hs.update(alive_in_ptr="*i32", alive_out_ptr="*i32", cnt_ptr="*i32", ban_ptr="*i8", chunk_ptr="*i32",
+              chunk_n_ptr="*i32", out_ids_ptr="*i64", out_len_ptr="*i32", eps="fp32")
+    cases = {
+        "attention": (_attention_kernel, att, dict(C=192, H=6, D=32, BQ=16, BK=64, CHUNK=256, BLOCK_C=256,
+                                                   BLOCK_B=8, UPSTREAM=False, G=8, FENCE=True)),
+        "heads_select": (_heads_select_kernel, hs, dict(C=192, K=10, V=266, EOS=265, BLOCK_C=256, BLOCK_V=512,
+                                                        BLOCK_K=16, VCH=9, BLOCK_B=1, UPSTREAM=False,
+                                                        HAS_TAU=True, FENCE=True)),
+    }
+    out = {}
+    for name, (fn, types, consts) in cases.items():
+        c = _compile(fn, types, consts)
+        out[name] = {"cubin": bool(c.asm.get("cubin")), **_fence_sites(c.asm["ptx"])}
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))
