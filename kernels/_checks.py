@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+
+def interpreting() -> bool:
+    """Whether Triton kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1) instead of on a GPU."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def check_tensor(name: str, t: torch.Tensor, shape: tuple, dtypes: tuple, device: torch.device) -> None:
@@ -19,7 +26,7 @@ def check_tensor(name: str, t: torch.Tensor, shape: tuple, dtypes: tuple, device
         raise ValueError(f"{name}: must be contiguous")
 
 
-def split_slices(split_k: int, inner: int, rows: int = 1, cols: int = 1) -> tuple[int, int]:
+def split_slices(split_k: int, inner: int, rows: int, cols: int) -> tuple[int, int]:
     """(KS, S) constexprs for a product whose inner axis of ``inner`` elements is cut into S slices of KS.
 
     ``split_k`` 0 means no cut: (1, 1), and the kernel multiplies over the whole axis at once. Otherwise

@@ -13,11 +13,11 @@ interpreter runs programs one after another, so there is nothing to order there)
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from ._checks import interpreting
 
 
 @triton.jit
@@ -29,4 +29,4 @@ def fence_gpu(x):
 
 def fence_wanted(t: torch.Tensor) -> bool:
     """Whether a launch on ``t``'s device runs real GPU programs (then the tickets need the fences)."""
-    return t.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1"
+    return t.is_cuda and not interpreting()

@@ -8,12 +8,13 @@ mask of upstream's ``gazing_mask``. A second kernel stitches masks that already 
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
 import torch
 import triton
 import triton.language as tl
+
+from ._checks import interpreting
 
 
 @triton.jit
@@ -108,7 +109,7 @@ def _stitch_kernel(
 # Launchers
 # --------------------------------------------------------------------------------------------------------------------
 def _check_device(t: torch.Tensor, what: str) -> None:
-    if t.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    if t.device.type != "cuda" and not interpreting():
         raise ValueError(f"{what}: expected a CUDA tensor (CPU only under TRITON_INTERPRET=1), got device {t.device}")
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 import triton
 import triton.language as tl
+
+from ._checks import interpreting
 
 
 # C (192) is not a power of 2, and Triton tiles must be. Rather than pad to 256 (a third more GEMM work), both
@@ -353,7 +354,7 @@ def patch_embed(video: torch.Tensor, weights: PatchEmbedWeights | Mapping[str, t
     if B == 0 or T == 0:
         raise ValueError(f"video: expected at least one row and one frame, got B={B}, T={T}")
     dev = video.device
-    if dev.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    if dev.type != "cuda" and not interpreting():
         raise ValueError(f"video: expected a CUDA tensor (CPU only under TRITON_INTERPRET=1), got device {dev}")
     for name in ("w_patch", "b_patch", "ln_w", "ln_b", "w_conv", "b_conv", "w_out", "b_out", "pos_embed"):
         if getattr(pw, name).device != dev:

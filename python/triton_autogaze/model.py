@@ -14,6 +14,7 @@ import torch
 
 from .checkpoint import load_checkpoint, validate_weights
 from .config import AutoGazeConfig
+from .kernels._checks import interpreting
 from .precision import exact_fp32
 from .record import assemble_record
 from .reference.decoder import Decoder
@@ -85,7 +86,7 @@ def thresholds(task_loss_requirement: Any, B: int, T: int, device: torch.device)
 def resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in ("auto", "torch", "triton"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    interpret = interpreting()
     if backend == "auto":
         if device.type == "cuda":
             try:

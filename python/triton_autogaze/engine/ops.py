@@ -6,13 +6,13 @@ launch sequence is written once.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from triton_autogaze.kernels import attention as _attn
+from triton_autogaze.kernels._checks import interpreting
 from triton_autogaze.kernels import frame_finish as _ff
 from triton_autogaze.kernels import frame_setup as _fs
 from triton_autogaze.kernels import heads_select as _hs
@@ -37,10 +37,6 @@ TRITON_OPS = Ops(_fs.frame_setup, _qkv.rmsnorm_qkv_rope, _attn.attention, _up.ml
                  _hs.heads_select, _ff.frame_finish, True)
 TORCH_OPS = Ops(_fs.frame_setup_ref, _qkv.rmsnorm_qkv_rope_ref, _attn.attention_ref, _up.mlp_gate_up_ref,
                 _down.mlp_down_ref, _hs.heads_select_ref, _ff.frame_finish_ref, False)
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def ops_for(device: torch.device, backend: str = "auto") -> Ops:
