@@ -1,6 +1,8 @@
 """Does the engine give the same tokens, bit for bit, on every call with the same input? (GPU)
 
-    python3 bench/determinism.py [B] [T] [--split-k N]   (N = the generator's decode/prefill slice; 0 = off)
+    python3 bench/determinism.py [B] [T] [--split-k N] [--no-fence] [--only SEM] [--quick]
+(N = the generator's decode/prefill slice, 0 = off; --no-fence launches attention / heads_select without the
+per-thread fences around their tickets, for the A/B.)
 Runs one seeded random batch (B rows x T frames, task-loss stopping at tau -2, and full budget) several times:
 eagerly on fresh generators, eagerly on one generator (pooled workspaces), and with CUDA graphs (eager,
 captured, replayed calls), and prints for each call its token count and whether ids and confidences equal the
@@ -8,8 +10,12 @@ first call's. A difference between eager calls points at a race between programs
 the capture; one only after the first call at state left in a pooled workspace.
 """
 
+import os
 import sys
 from pathlib import Path
+
+if "--no-fence" in sys.argv:  # read by kernels/_fence.py at import: the A/B for the tickets' fences
+    os.environ["AUTOGAZE_NO_FENCE"] = "1"
 
 import torch
 
@@ -34,6 +40,7 @@ def main():
     ap.add_argument("T", type=int, nargs="?", default=4)
     ap.add_argument("--split-k", type=int, default=None, help="decode and prefill product slice (default: engine's)")
     ap.add_argument("--quick", action="store_true", help="one eager call of one case (for compute-sanitizer)")
+    ap.add_argument("--no-fence", action="store_true", help="launch the ticket kernels without their fences")
     ap.add_argument("--only", default="", help="run only the cases of this semantics ('upstream' / 'independent')")
     args = ap.parse_args()
     B, T = args.B, args.T
@@ -65,7 +72,7 @@ def main():
         first = runs[0][1]
         line = " ".join(f"{n}:{sum(int((f.ids != cfg.eos_id).sum()) for f in o.frames)}{'' if same(o, first) else '!'}"
                         for n, o in runs)
-        print(f"B={B} T={T} {sem:11s} tau {tau}: {line}", flush=True)
+        print(f"B={B} T={T} fence {'off' if args.no_fence else 'on'} {sem:11s} tau {tau}: {line}", flush=True)
     print("('!' = differs from the first call)")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for the Triton backend: install, (engine + kernel tests), Triton-backend fixture parity,
 # a per-kernel profile, then the engine benchmark matrix. Carry .devcarry/shared (a copy of ../shared).
-# Toggles: T_DET / T_RACECHECK / T_REPRO / T_SANITIZE / T_PROBE / T_SPLITS / T_TESTS / T_ENGINE / T_PARITY / T_PROFILE / T_BENCH / T_BF16 / T_SUITE = seconds for each stage (0 skips it);
+# Toggles: T_DET / T_BISECT / T_RACECHECK / T_REPRO / T_SANITIZE / T_PROBE / T_SPLITS / T_TESTS / T_ENGINE / T_PARITY / T_PROFILE / T_BENCH / T_BF16 / T_SUITE = seconds for each stage (0 skips it);
 # BENCH_ARGS. Example: T_PROFILE=90 bash bench/gpu_engine_check.sh (carry .devcarry/shared).
 # Prepare once here: mkdir -p .devcarry/shared && cp -r ../shared/fixtures ../shared/media .devcarry/shared/ &&
 #   rm .devcarry/shared/fixtures/model/model.safetensors   (the model travels in tests/fixtures/model)
@@ -41,6 +41,8 @@ if [ "${T_DET:-0}" != 0 ]; then
   IFS=';' read -ra DETS <<< "${DET_ARGS:-8 4}"
   for r in "${DETS[@]}"; do timeout "$T_DET" python3 bench/determinism.py $r 2>&1 | tail -5 | tee -a "$OUT/det.log"; done
 fi
+# the first op launch whose result differs between repeated eager calls, and its differing elements
+[ "${T_BISECT:-0}" != 0 ] && timeout "$T_BISECT" python3 bench/race_bisect.py ${BISECT_ARGS:-8 4} 2>&1 | tee "$OUT/bisect.log"
 if [ "${T_RACECHECK:-0}" != 0 ]; then
   for tool in racecheck synccheck; do
     timeout "$T_RACECHECK" compute-sanitizer --tool $tool --print-limit 6 python3 bench/determinism.py ${RACE_ARGS:-8 1 --quick} \

@@ -13,6 +13,8 @@ interpreter runs programs one after another, so there is nothing to order there)
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -27,6 +29,11 @@ def fence_gpu(x):
                                      is_pure=False, pack=1)
 
 
+# diagnostics only (bench/determinism.py --no-fence): the A/B that tells whether the fences are what keeps
+# repeated calls equal
+_DISABLED = os.environ.get("AUTOGAZE_NO_FENCE", "") == "1"
+
+
 def fence_wanted(t: torch.Tensor) -> bool:
     """Whether a launch on ``t``'s device runs real GPU programs (then the tickets need the fences)."""
-    return t.is_cuda and not interpreting()
+    return t.is_cuda and not interpreting() and not _DISABLED

@@ -24,7 +24,9 @@ def _frame_finish_kernel(out_ids_ptr, out_len_ptr, chunk_n_ptr, fstart_ptr, clen
     ids = tl.load(out_ids_ptr + b * out_sb + offs, mask=msk, other=EOS)
     bits = (ids != EOS).to(tl.int8)
     tl.store(km_ptr + b * km_sb + fs + offs, bits, mask=msk)
-    tl.store(ccount_ptr + b, tl.load(ccount_ptr + b) + tl.sum(bits.to(tl.int32), axis=0))
+    cc = tl.load(ccount_ptr + b) + tl.sum(bits.to(tl.int32), axis=0)
+    tl.debug_barrier()  # every warp has read ccount before it is overwritten (see frame_setup)
+    tl.store(ccount_ptr + b, cc)
     tl.store(clen_ptr + b, fs + fed)
 
 

@@ -64,6 +64,10 @@ def _frame_setup_kernel(
         tl.store(pre_qoff_ptr + b, L - jmin)
         tl.store(pre_jmin_ptr + b, jmin)
         tl.store(fstart_ptr + b, L + m + N)
+        # clen and ccount are read above by every warp and overwritten below by one thread: without the barrier
+        # a warp that reaches its loads late (its vision copy stalled) reads the new values and writes key-mask
+        # bits and positions shifted by a frame (found on the H100 by bench/race_bisect.py, 2 runs in 5)
+        tl.debug_barrier()
         tl.store(clen_ptr + b, L + m + N)
         tl.store(ccount_ptr + b, cnt + pv + N)
         tl.store(alive_ptr + b, 1)

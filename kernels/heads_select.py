@@ -108,6 +108,8 @@ def _heads_select_kernel(
             dst = K - n_step + offs_k
             tl.store(chunk_ptr + b * K + dst, ids, mask=kmask)
             tl.store(chunk_n_ptr + b, n_step)
+            # every warp has read the ban bits before any is set (the reductions above imply it; say it)
+            tl.debug_barrier()
             tl.store(ban_ptr + b * BLOCK_V + ids, 1, mask=kmask & (ids != EOS))
             emb = tl.load(embed_ptr + ids[:, None] * C + offs_c[None, :], mask=kmask[:, None] & cmask[None, :],
                           other=0.0).to(tl.float32)

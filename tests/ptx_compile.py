@@ -1,8 +1,10 @@
-"""Compile the ticket kernels' GPU-only path (``FENCE=True``) for sm_90 without a GPU (test utility).
+"""Compile kernels for sm_90 without a GPU and report what only real hardware depends on (test utility).
 
 Run as a script in a process without TRITON_INTERPRET (under the interpreter ``@triton.jit`` yields functions
 the compiler cannot take): prints one JSON object, ``{"skip": reason}`` when this Triton build cannot compile for
-CUDA here, else per kernel whether a cubin came out and where the fences sit around the ticket atomic.
+CUDA here, else per kernel whether a cubin came out, where the fences sit around the ticket atomics (attention,
+heads_select: ``FENCE=True``), and for the frame kernels, which overwrite values every warp read, whether all
+global loads come before a CTA barrier that the final stores follow.
 """
 
 from __future__ import annotations
@@ -27,6 +29,18 @@ def _fence_sites(ptx: str) -> dict:
     fences = [i for i, ln in enumerate(lines) if ln.startswith("fence.acq_rel.gpu")]
     ticket = next(i for i, ln in enumerate(lines) if "atom.global.gpu.acq_rel.add" in ln)
     return {"before_ticket": any(i < ticket for i in fences), "after_ticket": any(i > ticket for i in fences)}
+
+
+def _barrier_then_stores(ptx: str) -> dict:
+    # instructions without their guard predicate ("@%p1 st.global..." -> "st.global...")
+    lines = [ln.strip().split(" ", 1)[-1] if ln.strip().startswith("@") else ln.strip() for ln in ptx.splitlines()]
+    bars = [i for i, ln in enumerate(lines) if ln.startswith("bar.sync") or ln.startswith("barrier.sync")]
+    if not bars:
+        return {"loads_before_barrier": False, "stores_after_barrier": 0}
+    last = bars[-1]
+    loads_after = [ln for ln in lines[last:] if ln.startswith("ld.global")]
+    stores_after = [ln for ln in lines[last:] if ln.startswith("st.global")]
+    return {"loads_before_barrier": not loads_after, "stores_after_barrier": len(stores_after)}
 
 
 def main() -> dict:
@@ -64,6 +78,21 @@ def main() -> dict:
     for name, (fn, types, consts) in cases.items():
         c = _compile(fn, types, consts)
         out[name] = {"cubin": bool(c.asm.get("cubin")), **_fence_sites(c.asm["ptx"])}
+    from triton_autogaze.kernels.frame_finish import _frame_finish_kernel
+    from triton_autogaze.kernels.frame_setup import _frame_setup_kernel
+
+    fs = {n: "*i32" for n in _frame_setup_kernel.arg_names if n.endswith("_ptr")}
+    fs.update(vis_ptr=f32, x_ptr=f32, out_conf_ptr=f32, km_ptr="*i8", ban_ptr="*i8", out_ids_ptr="*i64")
+    ff = {n: "*i32" for n in _frame_finish_kernel.arg_names if n.endswith("_ptr")}
+    ff.update(out_ids_ptr="*i64", km_ptr="*i8")
+    frames = {
+        "frame_setup": (_frame_setup_kernel, fs, dict(C=192, N=196, K=10, EOS=265, TB=32, BLOCK_C=256, BLOCK_N=256,
+                                                      BLOCK_K=16, BLOCK_F=256, BLOCK_V=512, BLOCK_L=256)),
+        "frame_finish": (_frame_finish_kernel, ff, dict(EOS=265, BLOCK_L=256)),
+    }
+    for name, (fn, types, consts) in frames.items():
+        c = _compile(fn, types, consts)
+        out[name] = {"cubin": bool(c.asm.get("cubin")), **_barrier_then_stores(c.asm["ptx"])}
     return out
 
 

@@ -1,4 +1,6 @@
-"""The GPU-only path of the ticket kernels (inline PTX fences, ``FENCE=True``) compiles for an H100 (sm_90).
+"""What only real hardware depends on, checked in compiled sm_90 code: the ticket kernels' fences, the frame
+kernels' barriers. The GPU-only path of the ticket kernels (inline PTX fences, ``FENCE=True``) compiles for an
+H100 (sm_90).
 
 The interpreter never runs that path, so CI compiles it ahead of time with Triton's CUDA backend (ptxas ships
 in Triton's wheel; no GPU needed), in a process without TRITON_INTERPRET, and checks that a fence sits before
@@ -26,3 +28,8 @@ def test_ticket_kernels_compile_with_fences():
         pytest.skip(f"this Triton cannot compile for sm_90 here: {res['skip']}")
     for name in ("attention", "heads_select"):
         assert res[name] == {"cubin": True, "before_ticket": True, "after_ticket": True}, (name, res[name])
+    # frame_setup / frame_finish overwrite clen / ccount, which every warp reads: all loads must come before a
+    # barrier that the overwriting stores follow (without it a late warp read the new values on the H100)
+    for name in ("frame_setup", "frame_finish"):
+        r = res[name]
+        assert r["cubin"] and r["loads_before_barrier"] and r["stores_after_barrier"] >= 1, (name, r)
