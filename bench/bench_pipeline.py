@@ -1,5 +1,6 @@
-"""Pipeline speed: packed RGBA 1080p 16-frame clip -> trace end to end vs the model alone, trace_video frames per
-second on the shared example video (CPU and GPU), and streaming latency per frame. GPU groups skip without CUDA.
+"""Pipeline speed: packed RGBA 1080p 16-frame clip -> trace end to end vs the model alone (and its upload alone),
+trace_video frames per second on the shared example video (CPU and GPU), and streaming latency per frame. GPU
+groups skip without CUDA.
 
 Run: python -m pytest bench/bench_pipeline.py --benchmark-only -p no:cacheprovider
 Media: $AUTOGAZE_SHARED_MEDIA (default <repo>/../shared/media)/example_input.mp4.
@@ -77,6 +78,28 @@ def test_gpu_rgba_clip_end_to_end(benchmark, gpu_pipe, clip_1080p, mode):
     trace = benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
     benchmark.extra_info["tiles"] = trace.tiling.num_tiles
     benchmark.extra_info["valid_tokens"] = int((~trace.if_padded_gazing).sum())
+
+
+@needs_cuda
+@pytest.mark.benchmark(group="gpu-upload-1080p-16f")
+@pytest.mark.parametrize("path", ["pageable", "staged"])
+def test_gpu_upload(benchmark, clip_1080p, path):
+    """The 133 MB host clip to the GPU: torch's pageable copy vs the pipeline's pinned stage (upload.py)."""
+    from triton_autogaze.upload import HostUploader
+
+    _record_device(benchmark, "cuda")
+    src = torch.from_numpy(clip_1080p)
+    up = HostUploader("cuda")
+
+    def run():
+        out = src.to("cuda") if path == "pageable" else up(src)
+        _sync()
+        return out
+
+    out = benchmark.pedantic(run, rounds=10, iterations=1, warmup_rounds=2)
+    assert torch.equal(out[-1, -1].cpu(), src[-1, -1])
+    benchmark.extra_info["GB_per_s"] = src.numel() / benchmark.stats.stats.median / 1e9
+    up.close()
 
 
 @needs_cuda

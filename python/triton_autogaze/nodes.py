@@ -140,7 +140,7 @@ def gaze_clips(pipeline: AutoGazePipeline, source: Any, options: GazeOptions | N
     opts = options or GazeOptions()
     for clip in source.clips():
         if clip.kind == "packed":
-            pixels = packed_frames(clip.pixels, pipeline.device, f"clip {clip.index}")
+            pixels = packed_frames(clip.pixels, pipeline.device, f"clip {clip.index}", pipeline.uploader)
             trace = pipeline.run_packed(pixels, opts)
         else:
             pixels = normalised_clip(clip.pixels, pipeline.device, f"clip {clip.index}")

@@ -18,6 +18,7 @@ from .record import assemble_record, split_record
 from .tiling import DEFAULT_MODE, TileGrid, affine_lut, check_mode, cut_tiles, plan_tiles, resize_canvas_float, \
     resize_packed, stitch_masks
 from .trace import GazeTrace
+from .upload import HostUploader
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,10 @@ class GazeOptions:
                        task_loss_requirement=cut(self.task_loss_requirement))
 
 
-def packed_frames(frames: Any, device: torch.device, name: str = "frames") -> torch.Tensor:
-    """uint8 [T, H, W, 3|4] (or one [H, W, 3|4] frame) numpy array or tensor -> tensor on ``device``."""
+def packed_frames(frames: Any, device: torch.device, name: str = "frames",
+                  uploader: HostUploader | None = None) -> torch.Tensor:
+    """uint8 [T, H, W, 3|4] (or one [H, W, 3|4] frame) numpy array or tensor -> tensor on ``device``
+    (large host clips bound for a GPU go through ``uploader``'s pinned stage when one is given)."""
     if isinstance(frames, np.ndarray):
         if frames.dtype != np.uint8:
             raise TypeError(f"{name} must be uint8 packed RGB(A), got numpy {frames.dtype}; normalised float clips "
@@ -71,6 +74,8 @@ def packed_frames(frames: Any, device: torch.device, name: str = "frames") -> to
         raise ValueError(f"{name} must be [T, H, W, 3|4] (or one [H, W, 3|4] frame), got shape {tuple(frames.shape)}")
     if min(frames.shape[:3]) < 1:
         raise ValueError(f"{name} has an empty dimension: shape {tuple(frames.shape)}")
+    if uploader is not None and uploader.device == torch.device(device) and uploader.wanted(frames):
+        return uploader(frames)
     return frames.to(device)
 
 
@@ -94,6 +99,8 @@ class AutoGazePipeline:
         self.model = model
         self.processor_config = processor_config or PreprocessorConfig()
         self.lut = affine_lut(self.processor_config).to(model.device)  # [3, 256] fp32: the processor affine
+        # host clips bound for a GPU: a pinned stage kept for the pipeline's life (upload.py)
+        self.uploader = HostUploader(model.device) if model.device.type == "cuda" else None
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, device: str | torch.device = "cpu",
@@ -126,7 +133,7 @@ class AutoGazePipeline:
         """Gaze of one packed clip: uint8 [T, H, W, 4] RGBA (or 3-channel RGB; alpha is ignored), numpy or tensor
         on any device. Returns a GazeTrace with one row per tile (row-major) plus stitched ``scale_masks``."""
         opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
-        return self.run_packed(packed_frames(frames, self.device), opts)
+        return self.run_packed(packed_frames(frames, self.device, uploader=self.uploader), opts)
 
     def trace_clip(self, video: torch.Tensor, mode: str = DEFAULT_MODE, gazing_ratio: float | Sequence[float] = 0.75,
                    task_loss_requirement: float | None = 0.7, max_gaze_tokens_each_frame: int | None = None,
@@ -213,7 +220,8 @@ class AutoGazePipeline:
         start = 0
         with tqdm(unit="frame", desc=f"gaze {mode}", disable=not progress) as bar:
             for clip in iter_clips(path_or_container, clip_len=clip_len, max_frames=max_frames):
-                trace = self.run_packed(packed_frames(clip, self.device), opts.for_frames(0, len(clip)))
+                trace = self.run_packed(packed_frames(clip, self.device, uploader=self.uploader),
+                                       opts.for_frames(0, len(clip)))
                 yield replace(trace, start_frame=start)
                 start += len(clip)
                 bar.update(len(clip))

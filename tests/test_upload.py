@@ -1,0 +1,75 @@
+"""The pinned upload stage (upload.py): grouping, reuse of the buffer, and the pipeline's use of it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from triton_autogaze.pipeline import packed_frames
+from triton_autogaze.upload import MIN_STAGED_BYTES, HostUploader
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (pinned memory, DMA)")
+
+
+def _frames(T, H, W, C=4, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (T, H, W, C), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("T,threads", [(1, 4), (5, 2), (16, 3), (17, 8)])
+def test_staged_copy_equals_source(T, threads):
+    up = HostUploader("cpu", threads=threads, pin=False)
+    src = _frames(T, 9, 7)
+    out = up(src)
+    assert out.shape == src.shape and out.dtype == torch.uint8
+    assert torch.equal(out, src)
+    assert out.data_ptr() != src.data_ptr()
+    up.close()
+
+
+def test_buffer_is_reused_and_grown():
+    up = HostUploader("cpu", threads=2, pin=False)
+    a, b, c = _frames(4, 8, 8, seed=1), _frames(2, 8, 8, seed=2), _frames(6, 8, 8, seed=3)
+    outs = [up(x) for x in (a, b)]
+    ptr = up._buf.data_ptr()
+    assert torch.equal(outs[0], a) and torch.equal(outs[1], b)  # the second upload did not corrupt the first
+    assert up._buf.data_ptr() == ptr
+    assert torch.equal(up(c), c) and up._buf.numel() >= c.numel()
+    up.close()
+
+
+def test_small_or_strided_sources_skip_the_stage():
+    up = HostUploader("cpu", pin=False)
+    small = torch.zeros(1, 4, 4, 4, dtype=torch.uint8)
+    big = torch.zeros(MIN_STAGED_BYTES, dtype=torch.uint8).view(-1, 64, 64, 4)
+    assert not up.wanted(small)
+    assert up.wanted(big)
+    assert not up.wanted(big.transpose(1, 2))  # not contiguous: the plain copy handles strides
+
+
+def test_packed_frames_uses_the_stage_only_for_its_device():
+    calls = []
+
+    class Spy(HostUploader):
+        def __call__(self, src):
+            calls.append(src.shape)
+            return super().__call__(src)
+
+    big = np.zeros((4, 1024, 1024, 4), dtype=np.uint8)  # 16 MiB
+    big[1, 2, 3] = 7
+    out = packed_frames(big, torch.device("cpu"), uploader=Spy("cpu", pin=False))
+    assert calls == [(4, 1024, 1024, 4)] and int(out[1, 2, 3, 0]) == 7
+    packed_frames(big, torch.device("cpu"), uploader=Spy("meta", pin=False))  # another device: plain path
+    assert len(calls) == 1
+
+
+@needs_cuda
+def test_gpu_pinned_upload_matches_and_overlaps_reuse():
+    up = HostUploader("cuda", threads=4)
+    srcs = [_frames(16, 270, 480, seed=s) for s in range(3)]  # 8.3 MB each: three uploads through one buffer
+    outs = [up(s) for s in srcs]
+    torch.cuda.synchronize()
+    for s, o in zip(srcs, outs):
+        assert o.is_cuda and torch.equal(o.cpu(), s)
+    assert up._buf.is_pinned()
+    up.close()
