@@ -122,6 +122,9 @@ def main() -> None:
                     help="inner slice of the decode products (engine default 32; 0 = one product over the axis)")
     ap.add_argument("--prefill-split-k", type=int, default=None, help="the same for prefill feeds (default 32)")
     ap.add_argument("--prefill-block", type=int, default=None, help="tokens per prefill program (default 32)")
+    ap.add_argument("--attention-warps", type=int, default=None, help="warps of an attention program (4)")
+    ap.add_argument("--merge-group", type=int, default=None, help="split partials merged per load (8)")
+    ap.add_argument("--select-warps", type=int, default=None, help="warps of a heads_select program (4)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
@@ -137,7 +140,9 @@ def main() -> None:
         gen.key_block = args.key_block
     for arg, attr in (("down_k", "mlp_block_k"), ("block_i", "mlp_block_i"), ("block_c", "mlp_block_c"),
                       ("head_block", "head_block"), ("split_k", "decode_split_k"),
-                      ("prefill_split_k", "prefill_split_k"), ("prefill_block", "prefill_block")):
+                      ("prefill_split_k", "prefill_split_k"), ("prefill_block", "prefill_block"),
+                      ("attention_warps", "attention_warps"), ("merge_group", "merge_group"),
+                      ("select_warps", "select_warps")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
     M = frame_budget(0.75, cfg.num_vision_tokens_each_frame)
@@ -165,7 +170,8 @@ def main() -> None:
     print(f"device: {torch.cuda.get_device_name()}  dtype: {gen_kw['dtype']}  graphs: {not args.no_graph}  "
           f"chunk {args.chunk} key block {gen.key_block} down k {gen.mlp_block_k} block i {gen.mlp_block_i} "
           f"block c {gen.mlp_block_c} head block {gen.head_block} split k {gen.decode_split_k}/"
-          f"{gen.prefill_split_k} prefill block {gen.prefill_block}")
+          f"{gen.prefill_split_k} prefill block {gen.prefill_block} attention warps {gen.attention_warps} "
+          f"merge group {gen.merge_group} select warps {gen.select_warps}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

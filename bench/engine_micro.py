@@ -1,6 +1,6 @@
 """Per-launch GPU time of each engine kernel at decode / prefill shapes, replayed in a CUDA graph.
 
-    python bench/engine_micro.py [--rows 1 8] [--keys 2000]
+    python bench/engine_micro.py [--rows 1 8] [--keys 2000] [--focus]
 
 Each line: kernel, variant (block sizes, warps), microseconds per launch (graph of 50 launches, median of 5
 replays). An empty Triton kernel gives the launch floor. Used to pick block sizes and warps for the engine.
@@ -33,10 +33,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--keys", type=int, default=2000)
+    ap.add_argument("--focus", action="store_true",
+                    help="only the two ticket kernels' launch shapes: attention chunk x merge group x warps at "
+                         "decode, heads_select warps")
     args = ap.parse_args()
     cfg, w, _ = load_checkpoint(fixture_dir() / "model")
     gen = TritonGenerator(w, cfg)
-    dummy = torch.zeros(1, device="cuda")
+    dummy = torch.zeros(1, device=gen.device)
     print(f"empty kernel: {graph_us(lambda: _empty[(1,)](dummy)):.2f} us")
     lw = gen.w.layers[0]
     for B in args.rows:
@@ -50,6 +53,28 @@ def main() -> None:
         ws.act.normal_()
         ws.opart.normal_()
         al = ws.alive[0]
+        bufs = gen._call_buffers(ws, 1, 198)
+
+        def hs(nw=4):
+            return HS.heads_select(ws.hB, None, gen.w.norm, gen.w.lm_head, gen.w.tl_head, ws.alive[1], ws.alive[1],
+                                   None, ws.select, ws.ban, gen.w.embed, ws.x, ws.chunk_ids, ws.chunk_n,
+                                   bufs.ids[0], bufs.conf[0], bufs.lens[0], 9, 1, 10, 1e-5, 265, False, num_warps=nw)
+
+        if args.focus:
+            H, D = cfg.decoder.num_attention_heads, cfg.decoder.hidden_size // cfg.decoder.num_attention_heads
+            kend = args.keys + 10
+            for chunk in (64, 128, 256):
+                scratch = A.AttentionScratch(B * H, triton.cdiv(kend, chunk), 16, D, gen.device)
+                for G in (8, 16):
+                    for nw in (2, 4):
+                        fn = lambda chunk=chunk, G=G, nw=nw, scratch=scratch: A.attention(  # noqa: E731
+                            ws.q, ws.k[0], ws.v[0], ws.keymask, ws.fstart, 0, ws.zeros, al, lw["o"], ws.opart,
+                            scratch, 10, kend, False, block_q=16, chunk=chunk, block_k=min(64, chunk),
+                            num_warps=nw, merge_group=G)
+                        print(f"B={B} decode  attn chunk{chunk} G{G} w{nw}   {graph_us(fn):8.2f} us", flush=True)
+            for nw in (1, 2, 4):
+                print(f"B={B} heads_select w{nw} {graph_us(lambda nw=nw: hs(nw)):8.2f} us", flush=True)
+            continue
         for n, tag, blk, scratch in ((10, "decode", 16, ws.att_decode), (206, "prefill", 32, ws.att_prefill)):
             qoff = ws.fstart if tag == "decode" else ws.zeros
             kend = args.keys + n if tag == "decode" else n
@@ -77,10 +102,6 @@ def main() -> None:
                     print(f"B={B} {tag:7s} {name:24s} {us:8.2f} us", flush=True)
                 except Exception as e:  # noqa: BLE001
                     print(f"B={B} {tag:7s} {name:24s} FAILED {type(e).__name__}: {str(e)[:80]}", flush=True)
-        bufs = gen._call_buffers(ws, 1, 198)
-        hs = lambda: HS.heads_select(ws.hB, None, gen.w.norm, gen.w.lm_head, gen.w.tl_head, ws.alive[1], ws.alive[1],  # noqa: E731
-                                     None, ws.select, ws.ban, gen.w.embed, ws.x, ws.chunk_ids, ws.chunk_n,
-                                     bufs.ids[0], bufs.conf[0], bufs.lens[0], 9, 1, 10, 1e-5, 265, False)
         print(f"B={B} heads_select {graph_us(hs):8.2f} us", flush=True)
 
 

@@ -7,8 +7,9 @@ For row ``b`` (if it runs, see ``alive``), head ``h`` and new slot ``j`` (cache 
 
 The key axis is split in chunks of ``chunk`` keys, one program each (flash-decoding), so a single row still
 fills the GPU. Each program writes its unnormalised partial (acc, running max, running sum); the last program
-of a (row, head, query block) to finish (an integer ticket, no float atomics) merges the partials, eight
-splits per vector load, in a fixed order (deterministic), applies o_proj for its head and resets the ticket. Slots below ``jmin[b]`` are junk.
+of a (row, head, query block) to finish (an integer ticket, no float atomics) merges the partials,
+``merge_group`` (8) splits per vector load, in a fixed order (deterministic), applies o_proj for its head and
+resets the ticket. Slots below ``jmin[b]`` are junk.
 Grid: (B * H * cdiv(n, BQ), cdiv(max key end, chunk)).
 """
 
@@ -148,10 +149,11 @@ def attention_splits(n: int, max_key_end: int, chunk: int) -> int:
 
 
 def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
-              upstream, block_q=16, chunk=256, block_k=64, num_warps=4):
+              upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8):
     """q [B, H, S, D] fp32 (first n slots used); k_cache, v_cache [B, H, Lmax, D] fp32|bf16; keymask [B, Lmax]
     int8; qoff, jmin, alive [B] int32; w_o [C, C]; out [H, B, S, C] fp32 per-head o_proj partials (slots < n
     written for running rows); scratch: AttentionScratch; max_key_end: host upper bound of qoff[b]+qoff_add+n.
+    merge_group: split partials the merging program loads at once (a power of two; capped at the split count).
     """
     B, H, S, D = q.shape
     C = H * D
@@ -179,6 +181,8 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
                          f"of head dim {D}")
     if chunk % block_k:
         raise ValueError("chunk must be a multiple of block_k")
+    if merge_group < 1 or merge_group & (merge_group - 1):
+        raise ValueError(f"merge_group: expected a power of two >= 1, got {merge_group}")
     grid = (B * H * nqb, nsplit)
     _attention_kernel[grid](
         q, k_cache, v_cache, keymask, qoff, int(qoff_add), jmin, alive,
@@ -186,13 +190,13 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
         B, n, scratch.nsplit, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         keymask.stride(0), out.stride(0), out.stride(1), float(D) ** -0.5,
         C=C, H=H, D=D, BQ=block_q, BK=block_k, CHUNK=chunk, BLOCK_C=triton.next_power_of_2(C),
-        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), G=min(8, triton.next_power_of_2(nsplit)),
+        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), G=min(merge_group, triton.next_power_of_2(nsplit)),
         FENCE=fence_wanted(q), num_warps=num_warps,
     )
 
 
 def attention_ref(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
-                  upstream, block_q=16, chunk=256, block_k=64, num_warps=4):
+                  upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8):
     """Torch reference with the launcher's signature and in-place effects (dense softmax per row)."""
     B, H, S, D = q.shape
     a = alive != 0

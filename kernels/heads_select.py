@@ -175,7 +175,7 @@ def _check_args(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch,
 
 
 def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next, chunk_ids,
-                 chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eps, eos, upstream):
+                 chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eps, eos, upstream, num_warps=4):
     """x [B, S, C] fp32 residual, parts [P, B, S, C] fp32 or None (summed into x at ``last_slot``);
     norm_w [C]; lm_w [K*V, C]; tl_w [K, C]; alive_in/alive_out [B] int32; tau [B] fp32 or None;
     scratch: SelectScratch; ban [B, pow2(V)] int8 per-frame ban bits; embed [V, C]; x_next [B, S, C] fp32
@@ -194,12 +194,13 @@ def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch
         B, P, B * S * C, S * C, out_ids.stride(0), int(step), int(n_step), float(eps),
         C=C, K=K, V=V, EOS=eos, BLOCK_C=triton.next_power_of_2(C), BLOCK_V=ban_width(V),
         BLOCK_K=triton.next_power_of_2(K), VCH=triton.cdiv(V, 32), BLOCK_B=triton.next_power_of_2(B),
-        UPSTREAM=bool(upstream), HAS_TAU=tau is not None, FENCE=fence_wanted(x), num_warps=4,
+        UPSTREAM=bool(upstream), HAS_TAU=tau is not None, FENCE=fence_wanted(x), num_warps=num_warps,
     )
 
 
 def heads_select_ref(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next,
-                     chunk_ids, chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eps, eos, upstream):
+                     chunk_ids, chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eps, eos, upstream,
+                     num_warps=4):
     """Torch reference with the launcher's signature and in-place effects (scratch.logits/tl also filled)."""
     B, S, C = x.shape
     K, V = tl_w.shape[0], embed.shape[0]

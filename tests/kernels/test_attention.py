@@ -40,6 +40,21 @@ def test_matches_ref(device, n, block_q, chunk, block_k, upstream):
     assert not a["scratch"].cnt.any(), "tickets must be reset for the next launch"
 
 
+@pytest.mark.parametrize("merge_group", [1, 2, 16])
+def test_merge_groups(device, merge_group):
+    # 5 splits of 32 keys: groups of 1 and 2 take several loads (the last one partly masked), 16 takes one
+    n, chunk = 10, 32
+    a = make(device, n, 16, chunk, seed=3)
+    ref_out = a["out"].clone()
+    attention(**a, n=n, upstream=False, block_q=16, chunk=chunk, block_k=16, merge_group=merge_group)
+    attention_ref(**{**a, "out": ref_out}, n=n, upstream=False)
+    for b in range(B):
+        j0 = int(a["jmin"][b])
+        close(a["out"][:, b, j0:n], ref_out[:, b, j0:n], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="merge_group"):
+        attention(**a, n=n, upstream=False, block_q=16, chunk=chunk, block_k=16, merge_group=3)
+
+
 def test_dead_row_skipped(device):
     a = make(device, 10, 16, 32)
     a["alive"][1] = 0

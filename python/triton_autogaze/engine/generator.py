@@ -80,6 +80,11 @@ class TritonGenerator:
         self.decode_block = 16
         self.head_block = 128 if interp else 16  # rotation pairs per rmsnorm_qkv_rope program
         self.key_block = 256 if interp else 64
+        # launch shapes of the two ticket kernels, for sweeps (bench/engine_gpu.py --attention-warps,
+        # --merge-group, --select-warps); the defaults are the measured configuration
+        self.attention_warps = 4
+        self.merge_group = 8
+        self.select_warps = 4
         # Inner-axis slice length of the qkv / gate-up / down products of decode and prefill feeds (0: one
         # product over the whole axis). A small fp32 FMA product's latency grows with its inner length, so
         # slices multiplied in parallel and summed run ~2x faster at K = 192 and 384 (bench/dot_probe.py); the
@@ -210,7 +215,8 @@ class TritonGenerator:
                 ops.heads_select(ws.hB, None, w.norm, w.lm_head, w.tl_head, ws.alive[s], ws.alive[s + 1],
                                  bufs.tau[t] if has_tau else None, ws.select, ws.ban, w.embed, ws.x, ws.chunk_ids,
                                  ws.chunk_n, bufs.ids[t], bufs.conf[t], bufs.lens[t],
-                                 S - 1 if s == 0 else K - 1, s, fp.step_n(s, K), eps, eos, upstream)
+                                 S - 1 if s == 0 else K - 1, s, fp.step_n(s, K), eps, eos, upstream,
+                                 num_warps=self.select_warps)
             ops.frame_finish(bufs.ids[t], bufs.lens[t], ws.chunk_n, ws.fstart, ws.clen, ws.ccount, ws.keymask, eos)
 
     def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, split,
@@ -227,7 +233,7 @@ class TritonGenerator:
                                  block_n=block, block_h=self.head_block, split_k=split)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
                           scratch, n, key_end, upstream, block_q=block, chunk=ws.chunk,
-                          block_k=self.key_block)
+                          block_k=self.key_block, num_warps=self.attention_warps, merge_group=self.merge_group)
             ops.mlp_gate_up(x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n, eps, upstream,
                             block_n=block, block_i=self.mlp_block_i, split_k=split)
             ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=block,
