@@ -73,3 +73,35 @@ def test_gpu_pinned_upload_matches_and_overlaps_reuse():
         assert o.is_cuda and torch.equal(o.cpu(), s)
     assert up._buf.is_pinned()
     up.close()
+
+
+def test_size_window_of_the_stage(monkeypatch):
+    import triton_autogaze.upload as U
+
+    monkeypatch.setattr(U, "MIN_STAGED_BYTES", 100)
+    monkeypatch.setattr(U, "MAX_STAGED_BYTES", 1000)
+    up = HostUploader("cpu", pin=False)
+    assert not up.wanted(torch.zeros(1, 5, 5, 3, dtype=torch.uint8))  # 75 bytes: below
+    assert up.wanted(torch.zeros(2, 10, 10, 3, dtype=torch.uint8))  # 600 bytes
+    assert not up.wanted(torch.zeros(4, 10, 10, 3, dtype=torch.uint8))  # 1200 bytes: above the cap
+
+
+def test_pinning_failure_falls_back_with_a_warning(monkeypatch):
+    import triton_autogaze.upload as U
+
+    monkeypatch.setattr(U, "MIN_STAGED_BYTES", 10)
+    up = HostUploader("cpu", pin=False)
+    real_empty = torch.empty
+
+    def failing_empty(*a, **k):
+        if "pin_memory" in k:
+            raise RuntimeError("cudaHostAlloc: out of memory")
+        return real_empty(*a, **k)
+
+    src = _frames(3, 5, 5)
+    assert up.wanted(src)
+    monkeypatch.setattr(torch, "empty", failing_empty)
+    with pytest.warns(RuntimeWarning, match="pinned upload stage"):
+        out = up(src)
+    assert torch.equal(out, src)
+    assert not up.wanted(src)  # staging is off from now on

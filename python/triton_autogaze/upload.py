@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-# Below this size the driver's pageable path is as fast (one frame of 720p RGBA is 3.7 MB).
+# Below this size the driver's pageable path is as fast (one frame of 720p RGBA is 3.7 MB); above the upper
+# bound (a 16-frame 4K RGBA clip is 530 MB) the stage would pin too much host memory for the pipeline's life.
 MIN_STAGED_BYTES = 16 << 20
+MAX_STAGED_BYTES = 1 << 30
 
 
 class HostUploader:
@@ -34,11 +37,13 @@ class HostUploader:
         self._done: torch.cuda.Event | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._usable = True  # False once pinning failed: every upload then takes torch's plain copy
 
     def wanted(self, src: torch.Tensor) -> bool:
         """Whether ``src`` goes through the stage (a large, contiguous CPU tensor bound for this device)."""
-        return (src.device.type == "cpu" and not src.is_pinned() and src.is_contiguous()
-                and src.numel() * src.element_size() >= MIN_STAGED_BYTES)
+        nbytes = src.numel() * src.element_size()
+        return (self._usable and src.device.type == "cpu" and not src.is_pinned() and src.is_contiguous()
+                and MIN_STAGED_BYTES <= nbytes <= MAX_STAGED_BYTES)
 
     def __call__(self, src: torch.Tensor) -> torch.Tensor:
         """src: contiguous CPU tensor [T, ...] -> the same values on ``self.device`` (queued on its current stream)."""
@@ -50,7 +55,14 @@ class HostUploader:
         if self._done is not None:
             self._done.synchronize()  # the previous upload's DMA has read the buffer
         if self._buf is None or self._buf.numel() < nbytes:
-            self._buf = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.pin)
+            self._buf = None
+            try:
+                self._buf = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.pin)
+            except RuntimeError as e:  # the host cannot pin this much: keep working without the stage
+                warnings.warn(f"pinned upload stage of {nbytes} bytes unavailable ({e}); using plain copies",
+                              RuntimeWarning, stacklevel=3)
+                self._usable = False
+                return src.to(self.device)
         stage = self._buf[:nbytes].view(src.dtype).view(src.shape)
         out = torch.empty(src.shape, dtype=src.dtype, device=self.device)
         if self._pool is None:
