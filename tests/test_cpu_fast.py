@@ -9,7 +9,7 @@ import torch
 
 from fixture_data import LOCAL, SHARED, cases, load_case, model_dir, model_input, shared_available
 from triton_autogaze import AutoGaze, cpu_fast
-from triton_autogaze.reference.generate import TorchGenerator, choose_step
+from triton_autogaze.reference.generate import choose_step
 
 pytestmark = pytest.mark.skipif(cpu_fast._cpu_decoder is None or not cpu_fast._cpu_decoder.supported(),
                                 reason="needs the _cpu_decoder extension and an AVX2/FMA CPU")

@@ -5,6 +5,7 @@ frames [B, T, 3, H, W] (normalised) -> vision encoder -> gaze decoder generation
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,24 +88,17 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in ("auto", "torch", "triton"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
     interpret = interpreting()
+    has_triton = importlib.util.find_spec("triton") is not None
     if backend == "auto":
-        if device.type == "cuda":
-            try:
-                import triton  # noqa: F401
-                return "triton"
-            except ImportError:
-                return "torch"
-        return "torch"
+        return "triton" if device.type == "cuda" and has_triton else "torch"
     if backend == "triton":
         if device.type != "cuda" and not interpret:
             raise RuntimeError(
                 f"backend='triton' needs a CUDA device (got device {device}); use backend='torch' or 'auto' "
                 "(or set TRITON_INTERPRET=1 to run the kernels in Triton's CPU interpreter)"
             )
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            raise RuntimeError("backend='triton' needs the triton package") from None
+        if not has_triton:
+            raise RuntimeError("backend='triton' needs the triton package")
     return backend
 
 
