@@ -125,6 +125,7 @@ def main() -> None:
     ap.add_argument("--attention-warps", type=int, default=None, help="warps of an attention program (4)")
     ap.add_argument("--merge-group", type=int, default=None, help="split partials merged per load (8)")
     ap.add_argument("--select-warps", type=int, default=None, help="warps of a heads_select program (4)")
+    ap.add_argument("--vocab-parts", type=int, default=None, help="heads_select programs a head (1)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
@@ -142,7 +143,7 @@ def main() -> None:
                       ("head_block", "head_block"), ("split_k", "decode_split_k"),
                       ("prefill_split_k", "prefill_split_k"), ("prefill_block", "prefill_block"),
                       ("attention_warps", "attention_warps"), ("merge_group", "merge_group"),
-                      ("select_warps", "select_warps")):
+                      ("select_warps", "select_warps"), ("vocab_parts", "select_vocab_parts")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
     M = frame_budget(0.75, cfg.num_vision_tokens_each_frame)
@@ -171,7 +172,7 @@ def main() -> None:
           f"chunk {args.chunk} key block {gen.key_block} down k {gen.mlp_block_k} block i {gen.mlp_block_i} "
           f"block c {gen.mlp_block_c} head block {gen.head_block} split k {gen.decode_split_k}/"
           f"{gen.prefill_split_k} prefill block {gen.prefill_block} attention warps {gen.attention_warps} "
-          f"merge group {gen.merge_group} select warps {gen.select_warps}")
+          f"merge group {gen.merge_group} select warps {gen.select_warps} vocab parts {gen.select_vocab_parts}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

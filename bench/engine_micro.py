@@ -55,10 +55,11 @@ def main() -> None:
         al = ws.alive[0]
         bufs = gen._call_buffers(ws, 1, 198)
 
-        def hs(nw=4):
+        def hs(nw=4, parts=1):
             return HS.heads_select(ws.hB, None, gen.w.norm, gen.w.lm_head, gen.w.tl_head, ws.alive[1], ws.alive[1],
                                    None, ws.select, ws.ban, gen.w.embed, ws.x, ws.chunk_ids, ws.chunk_n,
-                                   bufs.ids[0], bufs.conf[0], bufs.lens[0], 9, 1, 10, 1e-5, 265, False, num_warps=nw)
+                                   bufs.ids[0], bufs.conf[0], bufs.lens[0], 9, 1, 10, 1e-5, 265, False, num_warps=nw,
+                                   vocab_parts=parts)
 
         if args.focus:
             H, D = cfg.decoder.num_attention_heads, cfg.decoder.hidden_size // cfg.decoder.num_attention_heads
@@ -72,8 +73,10 @@ def main() -> None:
                             scratch, 10, kend, False, block_q=16, chunk=chunk, block_k=min(64, chunk),
                             num_warps=nw, merge_group=G)
                         print(f"B={B} decode  attn chunk{chunk} G{G} w{nw}   {graph_us(fn):8.2f} us", flush=True)
-            for nw in (1, 2, 4):
-                print(f"B={B} heads_select w{nw} {graph_us(lambda nw=nw: hs(nw)):8.2f} us", flush=True)
+            for parts in (1, 3, 9):
+                for nw in (1, 2, 4):
+                    us = graph_us(lambda nw=nw, parts=parts: hs(nw, parts))
+                    print(f"B={B} heads_select parts{parts} w{nw} {us:8.2f} us", flush=True)
             continue
         for n, tag, blk, scratch in ((10, "decode", 16, ws.att_decode), (206, "prefill", 32, ws.att_prefill)):
             qoff = ws.fstart if tag == "decode" else ws.zeros

@@ -13,8 +13,10 @@ that runs (``alive_in[b]``, or any row alive in upstream semantics):
             alive_out[b] = alive_in[b] and no hit.
 Rows that do not run copy ``alive_in`` to ``alive_out`` and touch nothing else.
 
-Grid (B, K): program (b, k) computes head k's logits; the last of a row's K programs to finish (integer ticket)
-runs the sequential choice, so there is one kernel per step and no float atomics.
+Grid (B, K * P): program (b, k * P + v) computes part v of head k's logits (``vocab_parts`` P: the vocabulary's
+32-row chunks shared out over P programs, so each reads 1/P of the head's lm_head rows); the last of a row's K * P
+programs to finish (integer ticket) runs the sequential choice, so there is one kernel per step and no float
+atomics.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ def _heads_select_kernel(
     out_ids_ptr, out_conf_ptr, out_len_ptr,
     B, n_parts, part_stride, x_sb, out_sb, step, n_step, eps,
     C: tl.constexpr, K: tl.constexpr, V: tl.constexpr, EOS: tl.constexpr, BLOCK_C: tl.constexpr,
-    BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr, VCH: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr, VCH: tl.constexpr, NV: tl.constexpr, BLOCK_B: tl.constexpr,
     UPSTREAM: tl.constexpr, HAS_TAU: tl.constexpr, FENCE: tl.constexpr,
 ):
     b = tl.program_id(0)
-    k = tl.program_id(1)
+    pk = tl.program_id(1)  # head k, vocabulary part v: this program's VCH x 32 rows of head k's lm_head
+    k = pk // NV
+    vpart = pk % NV
     alive_b = tl.load(alive_in_ptr + b)
     if UPSTREAM:
         ob = tl.arange(0, BLOCK_B)
@@ -46,7 +50,7 @@ def _heads_select_kernel(
     else:
         go = alive_b
     if go == 0:
-        if k == 0:
+        if pk == 0:
             tl.store(alive_out_ptr + b, alive_b)
     else:
         offs_c = tl.arange(0, BLOCK_C)
@@ -59,18 +63,19 @@ def _heads_select_kernel(
         nw = tl.load(norm_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
         hn = nw * (h * tl.math.rsqrt(var + eps))
         for ci in tl.static_range(VCH):
-            rows = ci * 32 + tl.arange(0, 32)
+            rows = (vpart * VCH + ci) * 32 + tl.arange(0, 32)
             rmask = rows < V
             w = tl.load(lm_ptr + (k * V + rows)[:, None] * C + offs_c[None, :],
                         mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
             tl.store(logit_ptr + (b * K + k) * V + rows, tl.sum(w * hn[None, :], axis=1), mask=rmask)
-        tw = tl.load(tlw_ptr + k * C + offs_c, mask=cmask, other=0.0).to(tl.float32)
-        tl.store(tlv_ptr + b * K + k, tl.sum(tw * hn, axis=0))
+        if vpart == 0:
+            tw = tl.load(tlw_ptr + k * C + offs_c, mask=cmask, other=0.0).to(tl.float32)
+            tl.store(tlv_ptr + b * K + k, tl.sum(tw * hn, axis=0))
         if FENCE:  # each thread's logits are visible GPU-wide before the ticket (see _fence.py)
             fence_gpu(tl.arange(0, 32))
         tl.debug_barrier()  # every thread's logits are written before the ticket is taken
         ticket = tl.atomic_add(cnt_ptr + b, 1, sem="acq_rel")
-        if ticket == K - 1:
+        if ticket == K * NV - 1:
             if FENCE:  # every thread acquires: the other programs' logits are visible to its loads
                 fence_gpu(tl.arange(0, 32))
             tl.atomic_xchg(cnt_ptr + b, 0)
@@ -175,7 +180,8 @@ def _check_args(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch,
 
 
 def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next, chunk_ids,
-                 chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eps, eos, upstream, num_warps=4):
+                 chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eps, eos, upstream, num_warps=4,
+                 vocab_parts=1):
     """x [B, S, C] fp32 residual, parts [P, B, S, C] fp32 or None (summed into x at ``last_slot``);
     norm_w [C]; lm_w [K*V, C]; tl_w [K, C]; alive_in/alive_out [B] int32; tau [B] fp32 or None;
     scratch: SelectScratch; ban [B, pow2(V)] int8 per-frame ban bits; embed [V, C]; x_next [B, S, C] fp32
@@ -187,20 +193,26 @@ def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch
     B, S, C = x.shape
     K, V = tl_w.shape[0], embed.shape[0]
     P = 0 if parts is None else parts.shape[0]
-    _heads_select_kernel[(B, K)](
+    chunks = triton.cdiv(V, 32)
+    if isinstance(vocab_parts, bool) or not isinstance(vocab_parts, int) or not 1 <= vocab_parts <= chunks:
+        raise ValueError(f"vocab_parts: expected an int in 1..{chunks} (32-row chunks of the vocabulary), "
+                         f"got {vocab_parts!r}")
+    vch = triton.cdiv(chunks, vocab_parts)  # chunks a program; the last part may hold fewer (masked rows)
+    nv = triton.cdiv(chunks, vch)
+    _heads_select_kernel[(B, K * nv)](
         x, x if parts is None else parts, int(last_slot), norm_w, lm_w, tl_w, alive_in, alive_out,
         alive_in if tau is None else tau, scratch.logits, scratch.tl, scratch.cnt, ban, embed, x_next,
         chunk_ids, chunk_n, out_ids, out_conf, out_len,
         B, P, B * S * C, S * C, out_ids.stride(0), int(step), int(n_step), float(eps),
         C=C, K=K, V=V, EOS=eos, BLOCK_C=triton.next_power_of_2(C), BLOCK_V=ban_width(V),
-        BLOCK_K=triton.next_power_of_2(K), VCH=triton.cdiv(V, 32), BLOCK_B=triton.next_power_of_2(B),
+        BLOCK_K=triton.next_power_of_2(K), VCH=vch, NV=nv, BLOCK_B=triton.next_power_of_2(B),
         UPSTREAM=bool(upstream), HAS_TAU=tau is not None, FENCE=fence_wanted(x), num_warps=num_warps,
     )
 
 
 def heads_select_ref(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next,
                      chunk_ids, chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eps, eos, upstream,
-                     num_warps=4):
+                     num_warps=4, vocab_parts=1):
     """Torch reference with the launcher's signature and in-place effects (scratch.logits/tl also filled)."""
     B, S, C = x.shape
     K, V = tl_w.shape[0], embed.shape[0]

@@ -71,7 +71,7 @@ def main() -> dict:
         "attention": (_attention_kernel, att, dict(C=192, H=6, D=32, BQ=16, BK=64, CHUNK=256, BLOCK_C=256,
                                                    BLOCK_B=8, UPSTREAM=False, G=8, FENCE=True)),
         "heads_select": (_heads_select_kernel, hs, dict(C=192, K=10, V=266, EOS=265, BLOCK_C=256, BLOCK_V=512,
-                                                        BLOCK_K=16, VCH=9, BLOCK_B=1, UPSTREAM=False,
+                                                        BLOCK_K=16, VCH=1, NV=9, BLOCK_B=1, UPSTREAM=False,
                                                         HAS_TAU=True, FENCE=True)),
     }
     out = {}

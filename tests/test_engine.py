@@ -229,15 +229,17 @@ def test_gpu_bf16_agrees_mostly(model):
     assert agree > 0.5, agree  # bf16 may flip decisions; the first frame should mostly agree
 
 
-@pytest.mark.parametrize("chunk,key_block,down_k,split_k,prefill_split_k", [
-    (64, 64, 64, 0, 0), (128, 32, 256, 16, 0), (256, 64, 128, 64, 64)])
-def test_other_split_sizes_match_reference(model, vision, chunk, key_block, down_k, split_k, prefill_split_k):
-    """Other attention splits (more partials to merge), MLP inner blocks and product slicings (decode and
-    prefill) give the same tokens."""
+@pytest.mark.parametrize("chunk,key_block,down_k,split_k,prefill_split_k,vocab_parts,merge_group", [
+    (64, 64, 64, 0, 0, 3, 2), (128, 32, 256, 16, 0, 1, 8), (256, 64, 128, 64, 64, 9, 16)])
+def test_other_split_sizes_match_reference(model, vision, chunk, key_block, down_k, split_k, prefill_split_k,
+                                           vocab_parts, merge_group):
+    """Other attention splits (more partials to merge, in other group sizes), MLP inner blocks, product slicings
+    (decode and prefill) and selection programs a head give the same tokens."""
     cfg, w, _ = model
     g = TritonGenerator(w, cfg, use_cuda_graph=False, chunk=chunk)
     g.key_block, g.mlp_block_k = key_block, down_k
     g.decode_split_k, g.prefill_split_k = split_k, prefill_split_k
+    g.select_vocab_parts, g.merge_group = vocab_parts, merge_group
     v = vision[:2].contiguous()
     out, _ = g.run(v, [13, 13], None, "independent")
     assert_same(out, reference(model, v, [13, 13], None, "independent"))
@@ -252,6 +254,8 @@ def test_tickets_are_back_to_zero_after_a_call(model, vision, semantics):
     blocks, 64-key blocks; ten minutes there, so CI runs the interpreter's own sizes.)"""
     cfg, w, _ = model
     g = TritonGenerator(w, cfg, use_cuda_graph=False)
+    if semantics == "independent":  # and with the selection shared out over 9 programs a head (90 tickets a row)
+        g.select_vocab_parts = 9
     v = vision[:2].contiguous()
     tau = torch.tensor([[-5.0, -5.0], [0.5, 0.5]], device=DEV)
     out, st = g.run(v, [60, 40], tau, semantics)

@@ -54,6 +54,36 @@ def test_matches_ref(device, tau, alive, step, n_step, upstream):
     assert not a["scratch"].cnt.any(), "tickets must be reset"
 
 
+@pytest.mark.parametrize("vocab_parts", [2, 4, 9])
+@pytest.mark.parametrize("tau,alive,step,n_step,upstream", [CASES[2], CASES[4]])
+def test_vocab_parts_match_ref(device, vocab_parts, tau, alive, step, n_step, upstream):
+    """The lm_head rows shared out over several programs a head (9 chunks of 32 rows: parts of 5+4, 3+3+3, 1 x 9);
+    the task-loss values come from each head's first part."""
+    a = make(device, tau, alive, seed=1)
+    b = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in a.items()}
+    b["scratch"] = SelectScratch(B, K, V, device)
+    kw = dict(last_slot=S - 1, step=step, n_step=n_step, eps=1e-5, eos=EOS, upstream=upstream)
+    heads_select(**a, **kw, vocab_parts=vocab_parts)
+    heads_select_ref(**b, **kw)
+    for key in ("out_ids", "chunk_ids", "chunk_n", "ban", "out_len", "alive_out"):
+        assert torch.equal(a[key], b[key]), key
+    close(a["out_conf"], b["out_conf"])
+    close(a["x_next"], b["x_next"])
+    run = b["alive_in"] != 0
+    if upstream:
+        run = run.any().expand_as(run)
+    close(a["scratch"].logits[run], b["scratch"].logits[run], rtol=1e-4, atol=1e-4)
+    close(a["scratch"].tl[run], b["scratch"].tl[run])
+    assert not a["scratch"].cnt.any(), "tickets must be reset"
+
+
+@pytest.mark.parametrize("bad", [0, 10, 2.0, True])
+def test_vocab_parts_refused(device, bad):
+    a = make(device, None, [1, 1, 1])
+    with pytest.raises(ValueError, match="vocab_parts"):
+        heads_select(**a, last_slot=0, step=0, n_step=10, eps=1e-5, eos=EOS, upstream=False, vocab_parts=bad)
+
+
 def test_ban_and_eos_respected(device):
     a = make(device, None, [1, 1, 1])
     heads_select(**a, last_slot=0, step=0, n_step=10, eps=1e-5, eos=EOS, upstream=False)

@@ -81,10 +81,11 @@ class TritonGenerator:
         self.head_block = 128 if interp else 16  # rotation pairs per rmsnorm_qkv_rope program
         self.key_block = 256 if interp else 64
         # launch shapes of the two ticket kernels, for sweeps (bench/engine_gpu.py --attention-warps,
-        # --merge-group, --select-warps); the defaults are the measured configuration
+        # --merge-group, --select-warps, --vocab-parts); the defaults are the measured configuration
         self.attention_warps = 4
         self.merge_group = 8
         self.select_warps = 4
+        self.select_vocab_parts = 1  # heads_select programs a head (each reads 1/P of its lm_head rows)
         # Inner-axis slice length of the qkv / gate-up / down products of decode and prefill feeds (0: one
         # product over the whole axis). A small fp32 FMA product's latency grows with its inner length, so
         # slices multiplied in parallel and summed run ~2x faster at K = 192 and 384 (bench/dot_probe.py); the
@@ -216,7 +217,7 @@ class TritonGenerator:
                                  bufs.tau[t] if has_tau else None, ws.select, ws.ban, w.embed, ws.x, ws.chunk_ids,
                                  ws.chunk_n, bufs.ids[t], bufs.conf[t], bufs.lens[t],
                                  S - 1 if s == 0 else K - 1, s, fp.step_n(s, K), eps, eos, upstream,
-                                 num_warps=self.select_warps)
+                                 num_warps=self.select_warps, vocab_parts=self.select_vocab_parts)
             ops.frame_finish(bufs.ids[t], bufs.lens[t], ws.chunk_n, ws.fstart, ws.clen, ws.ccount, ws.keymask, eos)
 
     def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, split,
