@@ -124,6 +124,7 @@ def main() -> None:
     ap.add_argument("--prefill-block", type=int, default=None, help="tokens per prefill program (default 32)")
     ap.add_argument("--attention-warps", type=int, default=None, help="warps of an attention program (4)")
     ap.add_argument("--merge-group", type=int, default=None, help="split partials merged per load (8)")
+    ap.add_argument("--oproj-block", type=int, default=None, help="attention o_proj columns a product (all)")
     ap.add_argument("--select-warps", type=int, default=None, help="warps of a heads_select program (4)")
     ap.add_argument("--vocab-parts", type=int, default=None, help="heads_select programs a head (1)")
     args = ap.parse_args()
@@ -142,7 +143,7 @@ def main() -> None:
     for arg, attr in (("down_k", "mlp_block_k"), ("block_i", "mlp_block_i"), ("block_c", "mlp_block_c"),
                       ("head_block", "head_block"), ("split_k", "decode_split_k"),
                       ("prefill_split_k", "prefill_split_k"), ("prefill_block", "prefill_block"),
-                      ("attention_warps", "attention_warps"), ("merge_group", "merge_group"),
+                      ("attention_warps", "attention_warps"), ("merge_group", "merge_group"), ("oproj_block", "oproj_block"),
                       ("select_warps", "select_warps"), ("vocab_parts", "select_vocab_parts")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
@@ -172,7 +173,7 @@ def main() -> None:
           f"chunk {args.chunk} key block {gen.key_block} down k {gen.mlp_block_k} block i {gen.mlp_block_i} "
           f"block c {gen.mlp_block_c} head block {gen.head_block} split k {gen.decode_split_k}/"
           f"{gen.prefill_split_k} prefill block {gen.prefill_block} attention warps {gen.attention_warps} "
-          f"merge group {gen.merge_group} select warps {gen.select_warps} vocab parts {gen.select_vocab_parts}")
+          f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} vocab parts {gen.select_vocab_parts}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

@@ -73,6 +73,13 @@ def main() -> None:
                             scratch, 10, kend, False, block_q=16, chunk=chunk, block_k=min(64, chunk),
                             num_warps=nw, merge_group=G)
                         print(f"B={B} decode  attn chunk{chunk} G{G} w{nw}   {graph_us(fn):8.2f} us", flush=True)
+            scratch = A.AttentionScratch(B * H, triton.cdiv(kend, 256), 16, D, gen.device)
+            for ob in (32, 64):
+                for nw in (4, 8):
+                    fn = lambda ob=ob, nw=nw, scratch=scratch: A.attention(  # noqa: E731
+                        ws.q, ws.k[0], ws.v[0], ws.keymask, ws.fstart, 0, ws.zeros, al, lw["o"], ws.opart, scratch,
+                        10, kend, False, block_q=16, chunk=256, block_k=64, num_warps=nw, oproj_block=ob)
+                    print(f"B={B} decode  attn chunk256 oproj{ob} w{nw} {graph_us(fn):8.2f} us", flush=True)
             for parts in (1, 3, 9):
                 for nw in (1, 2, 4):
                     us = graph_us(lambda nw=nw, parts=parts: hs(nw, parts))

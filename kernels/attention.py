@@ -31,8 +31,8 @@ def _attention_kernel(
     acc_ptr, ml_ptr, cnt_ptr, wo_ptr, out_ptr,
     B, n, nsplit_max, q_sb, q_sh, c_sb, c_sh, c_sl, km_sb, out_sh, out_sb, scale,
     C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr,
-    CHUNK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
-    G: tl.constexpr, FENCE: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
+    G: tl.constexpr, FENCE: tl.constexpr, OB: tl.constexpr,
 ):
     pid = tl.program_id(0)
     sp = tl.program_id(1)
@@ -115,13 +115,15 @@ def _attention_kernel(
                 A = A * a1[:, None] + tl.sum(oj * a2[:, :, None], axis=0)
                 M = Mn
             A = A / tl.where(L > 0, L, 1.0)[:, None]
-            offs_c = tl.arange(0, BLOCK_C)
-            cmask = offs_c < C
-            wo = tl.load(wo_ptr + offs_c[:, None] * C + h * D + offs_d[None, :], mask=cmask[:, None],
-                         other=0.0).to(tl.float32)  # [BLOCK_C, D] = Wo[:, hD:(h+1)D]
-            o = tl.dot(A, tl.trans(wo), input_precision="ieee")  # [BQ, BLOCK_C]
-            tl.store(out_ptr + h * out_sh + b * out_sb + offs_q[:, None] * C + offs_c[None, :], o,
-                     mask=qmask[:, None] & cmask[None, :])
+            # o_proj in OB-column blocks (OB = pow2(C): one product; smaller blocks hold fewer registers)
+            for c0 in tl.static_range(0, C, OB):
+                offs_c = c0 + tl.arange(0, OB)
+                cmask = offs_c < C
+                wo = tl.load(wo_ptr + offs_c[:, None] * C + h * D + offs_d[None, :], mask=cmask[:, None],
+                             other=0.0).to(tl.float32)  # [OB, D] = Wo[c0:c0+OB, hD:(h+1)D]
+                o = tl.dot(A, tl.trans(wo), input_precision="ieee")  # [BQ, OB]
+                tl.store(out_ptr + h * out_sh + b * out_sb + offs_q[:, None] * C + offs_c[None, :], o,
+                         mask=qmask[:, None] & cmask[None, :])
             tl.atomic_xchg(cnt_ptr + pid, 0)
 
 
@@ -149,11 +151,12 @@ def attention_splits(n: int, max_key_end: int, chunk: int) -> int:
 
 
 def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
-              upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8):
+              upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8, oproj_block=None):
     """q [B, H, S, D] fp32 (first n slots used); k_cache, v_cache [B, H, Lmax, D] fp32|bf16; keymask [B, Lmax]
     int8; qoff, jmin, alive [B] int32; w_o [C, C]; out [H, B, S, C] fp32 per-head o_proj partials (slots < n
     written for running rows); scratch: AttentionScratch; max_key_end: host upper bound of qoff[b]+qoff_add+n.
     merge_group: split partials the merging program loads at once (a power of two; capped at the split count).
+    oproj_block: output columns of o_proj per product (a power of two >= 16; None: all C columns in one).
     """
     B, H, S, D = q.shape
     C = H * D
@@ -183,20 +186,24 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
         raise ValueError("chunk must be a multiple of block_k")
     if merge_group < 1 or merge_group & (merge_group - 1):
         raise ValueError(f"merge_group: expected a power of two >= 1, got {merge_group}")
+    block_c = triton.next_power_of_2(C)
+    ob = block_c if oproj_block is None else oproj_block
+    if ob < 16 or ob & (ob - 1) or ob > block_c:
+        raise ValueError(f"oproj_block: expected a power of two in 16..{block_c}, got {oproj_block}")
     grid = (B * H * nqb, nsplit)
     _attention_kernel[grid](
         q, k_cache, v_cache, keymask, qoff, int(qoff_add), jmin, alive,
         scratch.acc, scratch.ml, scratch.cnt, w_o, out,
         B, n, scratch.nsplit, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         keymask.stride(0), out.stride(0), out.stride(1), float(D) ** -0.5,
-        C=C, H=H, D=D, BQ=block_q, BK=block_k, CHUNK=chunk, BLOCK_C=triton.next_power_of_2(C),
+        C=C, H=H, D=D, BQ=block_q, BK=block_k, CHUNK=chunk,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), G=min(merge_group, triton.next_power_of_2(nsplit)),
-        FENCE=fence_wanted(q), num_warps=num_warps,
+        FENCE=fence_wanted(q), OB=ob, num_warps=num_warps,
     )
 
 
 def attention_ref(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
-                  upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8):
+                  upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8, oproj_block=None):
     """Torch reference with the launcher's signature and in-place effects (dense softmax per row)."""
     B, H, S, D = q.shape
     a = alive != 0

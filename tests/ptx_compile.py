@@ -68,8 +68,8 @@ def main() -> dict:
     hs.update(alive_in_ptr="*i32", alive_out_ptr="*i32", cnt_ptr="*i32", ban_ptr="*i8", chunk_ptr="*i32",
               chunk_n_ptr="*i32", out_ids_ptr="*i64", out_len_ptr="*i32", eps="fp32")
     cases = {
-        "attention": (_attention_kernel, att, dict(C=192, H=6, D=32, BQ=16, BK=64, CHUNK=256, BLOCK_C=256,
-                                                   BLOCK_B=8, UPSTREAM=False, G=8, FENCE=True)),
+        "attention": (_attention_kernel, att, dict(C=192, H=6, D=32, BQ=16, BK=64, CHUNK=256, BLOCK_B=8,
+                                                   UPSTREAM=False, G=8, FENCE=True, OB=256)),
         "heads_select": (_heads_select_kernel, hs, dict(C=192, K=10, V=266, EOS=265, BLOCK_C=256, BLOCK_V=512,
                                                         BLOCK_K=16, VCH=1, NV=9, BLOCK_B=1, UPSTREAM=False,
                                                         HAS_TAU=True, FENCE=True)),

@@ -55,6 +55,22 @@ def test_merge_groups(device, merge_group):
         attention(**a, n=n, upstream=False, block_q=16, chunk=chunk, block_k=16, merge_group=3)
 
 
+@pytest.mark.parametrize("oproj_block", [16, 64])
+def test_oproj_blocks(device, oproj_block):
+    # C = 192: 12 blocks of 16, or 3 of 64
+    n, chunk = 10, 64
+    a = make(device, n, 16, chunk, seed=4)
+    ref_out = a["out"].clone()
+    attention(**a, n=n, upstream=True, block_q=16, chunk=chunk, block_k=32, oproj_block=oproj_block)
+    attention_ref(**{**a, "out": ref_out}, n=n, upstream=True)
+    for b in range(B):
+        j0 = int(a["jmin"][b])
+        close(a["out"][:, b, j0:n], ref_out[:, b, j0:n], rtol=1e-4, atol=1e-5)
+    for bad in (8, 48, 512):
+        with pytest.raises(ValueError, match="oproj_block"):
+            attention(**a, n=n, upstream=True, block_q=16, chunk=chunk, block_k=32, oproj_block=bad)
+
+
 def test_dead_row_skipped(device):
     a = make(device, 10, 16, 32)
     a["alive"][1] = 0

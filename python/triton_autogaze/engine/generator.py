@@ -81,9 +81,10 @@ class TritonGenerator:
         self.head_block = 128 if interp else 16  # rotation pairs per rmsnorm_qkv_rope program
         self.key_block = 256 if interp else 64
         # launch shapes of the two ticket kernels, for sweeps (bench/engine_gpu.py --attention-warps,
-        # --merge-group, --select-warps, --vocab-parts); the defaults are the measured configuration
+        # --merge-group, --oproj-block, --select-warps, --vocab-parts); the defaults are the measured configuration
         self.attention_warps = 4
         self.merge_group = 8
+        self.oproj_block = None  # attention's o_proj columns per product (None: all in one)
         self.select_warps = 4
         self.select_vocab_parts = 1  # heads_select programs a head (each reads 1/P of its lm_head rows)
         # Inner-axis slice length of the qkv / gate-up / down products of decode and prefill feeds (0: one
@@ -234,7 +235,8 @@ class TritonGenerator:
                                  block_n=block, block_h=self.head_block, split_k=split)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
                           scratch, n, key_end, upstream, block_q=block, chunk=ws.chunk,
-                          block_k=self.key_block, num_warps=self.attention_warps, merge_group=self.merge_group)
+                          block_k=self.key_block, num_warps=self.attention_warps, merge_group=self.merge_group,
+                          oproj_block=self.oproj_block)
             ops.mlp_gate_up(x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n, eps, upstream,
                             block_n=block, block_i=self.mlp_block_i, split_k=split)
             ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=block,

@@ -1,0 +1,153 @@
+"""Registers and spills of every engine kernel as the GPU engine launches it, from ptxas, without a GPU.
+
+    python bench/kernel_regs.py [--rows 1] [--set attr=value ...]
+
+Step 1 (a child process under TRITON_INTERPRET=1): the engine's launch sequence runs on CPU tensors with the
+GPU's block sizes and every `_kernel[grid](...)` call replaced by a recorder (nothing executes), collecting each
+distinct launch configuration: argument types and constexprs. Step 2 (this process, no TRITON_INTERPRET):
+each configuration is compiled for sm_90 with Triton's CUDA backend and assembled by the ptxas that ships with
+Triton (`-v`), which prints registers, stack frame and spill bytes per kernel. A spill in a latency-bound kernel
+is local-memory traffic on its critical path; this finds them before any device time is spent.
+``--set`` overrides generator attributes (e.g. ``--set merge_group=16 --set chunk=128``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+KERNELS = {  # module -> kernel attribute launched by the engine
+    "attention": "_attention_kernel", "frame_finish": "_frame_finish_kernel", "frame_setup": "_frame_setup_kernel",
+    "heads_select": "_heads_select_kernel", "mlp_down": "_mlp_down_kernel", "mlp_gate_up": "_mlp_gate_up_kernel",
+    "rmsnorm_qkv_rope": "_rmsnorm_qkv_rope_kernel",
+}
+GPU_SIZES = dict(mlp_block_i=16, mlp_block_c=16, prefill_block=32, head_block=16, key_block=64, decode_split_k=32,
+                 prefill_split_k=32)
+
+
+def _type_of(v) -> str:
+    import torch
+
+    if isinstance(v, torch.Tensor):
+        return "*" + {torch.float32: "fp32", torch.bfloat16: "bf16", torch.int32: "i32", torch.int64: "i64",
+                      torch.int8: "i8", torch.uint8: "u8", torch.float16: "fp16"}[v.dtype]
+    if isinstance(v, bool):
+        return "i1"
+    if isinstance(v, int):
+        return "i64" if abs(v) >= 2 ** 31 else "i32"
+    if isinstance(v, float):
+        return "fp32"
+    raise TypeError(type(v))
+
+
+def record(rows: int, overrides: dict) -> list[dict]:
+    """Child side: the launch configurations of one engine call (B=rows, 2 frames, full budget)."""
+    import importlib
+
+    import torch
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from fixture_data import model_dir
+
+    from triton_autogaze.checkpoint import load_checkpoint
+    from triton_autogaze.engine.generator import TritonGenerator
+
+    seen: dict[str, dict] = {}
+
+    class Recorder:
+        def __init__(self, name, fn):
+            self.name, self.fn = name, fn
+
+        def __getitem__(self, grid):
+            def launch(*args, num_warps=4, **kwargs):
+                names = self.fn.arg_names
+                types = {n: _type_of(a) for n, a in zip(names, args)}
+                consts = {k: v for k, v in kwargs.items()}
+                key = json.dumps([self.name, types, consts, num_warps], sort_keys=True)
+                seen.setdefault(key, dict(kernel=self.name, types=types, constexprs=consts, num_warps=num_warps))
+            return launch
+
+    for mod, attr in KERNELS.items():
+        m = importlib.import_module(f"triton_autogaze.kernels.{mod}")
+        setattr(m, attr, Recorder(f"{mod}.{attr}", getattr(m, attr)))
+    cfg, w, _ = load_checkpoint(model_dir())
+    g = TritonGenerator(w, cfg, use_cuda_graph=False, device="cpu", backend="triton",
+                        chunk=int(overrides.pop("chunk", 256)))
+    for k, v in {**GPU_SIZES, **overrides}.items():
+        setattr(g, k, int(v))
+    v = torch.zeros(rows, 2, cfg.num_tokens, cfg.decoder.hidden_size)
+    for tau in (None, torch.full((rows, 2), -2.0)):
+        try:
+            g.run(v, [198, 198], tau, "upstream")
+        except Exception:  # noqa: BLE001 (nothing ran: the host reads back garbage at the end)
+            pass
+    return list(seen.values())
+
+
+def ptxas_stats(ptx: str) -> str:
+    import triton
+
+    base = triton.knobs.nvidia.ptxas.path
+    ver = ptx.split(".version", 1)[1].split()[0]
+    for exe in (base, base + "-blackwell"):
+        if not os.path.exists(exe):
+            continue
+        with tempfile.TemporaryDirectory() as d:
+            p = os.path.join(d, "k.ptx")
+            Path(p).write_text(ptx)
+            r = subprocess.run([exe, "-arch=sm_90a", "-v", p, "-o", os.path.join(d, "k.o")], capture_output=True,
+                               text=True)
+            out = r.stdout + r.stderr
+            if r.returncode == 0:
+                lines = [ln.split(":", 1)[-1].strip() for ln in out.splitlines() if "Used" in ln or "spill" in ln]
+                return " | ".join(lines)
+    return f"no ptxas here accepts PTX {ver}"
+
+
+def main():
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], help="generator attribute=value")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    overrides = dict(s.split("=", 1) for s in args.set)
+    if args.child:
+        print(json.dumps(record(args.rows, overrides)))
+        return
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    r = subprocess.run([sys.executable, __file__, "--child", "--rows", str(args.rows)]
+                       + [f"--set={s}" for s in args.set], env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(r.stderr[-3000:])
+    configs = json.loads(r.stdout.strip().splitlines()[-1])
+    os.environ.pop("TRITON_INTERPRET", None)
+    import importlib
+    import warnings
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    warnings.filterwarnings("ignore")
+    for c in sorted(configs, key=lambda c: c["kernel"]):
+        mod, attr = c["kernel"].split(".")
+        fn = getattr(importlib.import_module(f"triton_autogaze.kernels.{mod}"), attr)
+        if "FENCE" in c["constexprs"]:  # recorded on CPU tensors; the GPU launch compiles the fenced path
+            c["constexprs"]["FENCE"] = True
+        sig = {n: "constexpr" if n in c["constexprs"] else c["types"].get(n, "i32") for n in fn.arg_names}
+        k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=c["constexprs"]),
+                           target=GPUTarget("cuda", 90, 32), options={"num_warps": c["num_warps"]})
+        shown = {k2: v for k2, v in c["constexprs"].items()
+                 if k2 not in ("C", "H", "D", "EOS", "V", "N", "FENCE", "BLOCK_B", "UPSTREAM")}
+        print(f"{mod:17s} w{c['num_warps']} {shown}\n    {ptxas_stats(k.asm['ptx'])}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
