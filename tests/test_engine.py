@@ -229,17 +229,17 @@ def test_gpu_bf16_agrees_mostly(model):
     assert agree > 0.5, agree  # bf16 may flip decisions; the first frame should mostly agree
 
 
-@pytest.mark.parametrize("chunk,key_block,down_k,split_k,prefill_split_k,vocab_parts,merge_group", [
-    (64, 64, 64, 0, 0, 3, 2), (128, 32, 256, 16, 0, 1, 8), (256, 64, 128, 64, 64, 9, 16)])
+@pytest.mark.parametrize("chunk,key_block,down_k,split_k,prefill_split_k,vocab_parts,merge_group,oproj", [
+    (64, 64, 64, 0, 0, 3, 2, 64), (128, 32, 256, 16, 0, 1, 8, None), (256, 64, 128, 64, 64, 9, 16, 32)])
 def test_other_split_sizes_match_reference(model, vision, chunk, key_block, down_k, split_k, prefill_split_k,
-                                           vocab_parts, merge_group):
-    """Other attention splits (more partials to merge, in other group sizes), MLP inner blocks, product slicings
-    (decode and prefill) and selection programs a head give the same tokens."""
+                                           vocab_parts, merge_group, oproj):
+    """Other attention splits (more partials to merge, in other group sizes; o_proj in column blocks), MLP inner
+    blocks, product slicings (decode and prefill) and selection programs a head give the same tokens."""
     cfg, w, _ = model
     g = TritonGenerator(w, cfg, use_cuda_graph=False, chunk=chunk)
     g.key_block, g.mlp_block_k = key_block, down_k
     g.decode_split_k, g.prefill_split_k = split_k, prefill_split_k
-    g.select_vocab_parts, g.merge_group = vocab_parts, merge_group
+    g.select_vocab_parts, g.merge_group, g.oproj_block = vocab_parts, merge_group, oproj
     v = vision[:2].contiguous()
     out, _ = g.run(v, [13, 13], None, "independent")
     assert_same(out, reference(model, v, [13, 13], None, "independent"))
