@@ -55,7 +55,7 @@ def test_matches_ref(device, tau, alive, step, n_step, upstream):
 
 
 @pytest.mark.parametrize("vocab_parts", [2, 4, 9])
-@pytest.mark.parametrize("tau,alive,step,n_step,upstream", [CASES[2], CASES[4]])
+@pytest.mark.parametrize("tau,alive,step,n_step,upstream", CASES[2:])
 def test_vocab_parts_match_ref(device, vocab_parts, tau, alive, step, n_step, upstream):
     """The lm_head rows shared out over several programs a head (9 chunks of 32 rows: parts of 5+4, 3+3+3, 1 x 9);
     the task-loss values come from each head's first part."""
