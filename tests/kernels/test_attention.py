@@ -27,48 +27,40 @@ def make(device, n, block_q, chunk, seed=0):
     )
 
 
-@pytest.mark.parametrize("n,block_q,chunk,block_k,upstream", [
-    (10, 16, 32, 16, False), (10, 16, 256, 64, True), (34, 16, 64, 32, False), (34, 64, 32, 32, True)])
-def test_matches_ref(device, n, block_q, chunk, block_k, upstream):
-    a = make(device, n, block_q, chunk)
+def check_vs_ref(device, n, block_q, chunk, upstream, seed=0, **launch):
+    """One launch against the torch reference on make()'s inputs; returns those inputs."""
+    a = make(device, n, block_q, chunk, seed=seed)
     ref_out = a["out"].clone()
-    attention(**a, n=n, upstream=upstream, block_q=block_q, chunk=chunk, block_k=block_k)
+    attention(**a, n=n, upstream=upstream, block_q=block_q, chunk=chunk, **launch)
     attention_ref(**{**a, "out": ref_out}, n=n, upstream=upstream)
     for b in range(B):
         j0 = int(a["jmin"][b])
         close(a["out"][:, b, j0:n], ref_out[:, b, j0:n], rtol=1e-4, atol=1e-5)
     assert not a["scratch"].cnt.any(), "tickets must be reset for the next launch"
+    return a
+
+
+@pytest.mark.parametrize("n,block_q,chunk,block_k,upstream", [
+    (10, 16, 32, 16, False), (10, 16, 256, 64, True), (34, 16, 64, 32, False), (34, 64, 32, 32, True)])
+def test_matches_ref(device, n, block_q, chunk, block_k, upstream):
+    check_vs_ref(device, n, block_q, chunk, upstream, block_k=block_k)
 
 
 @pytest.mark.parametrize("merge_group", [1, 2, 16])
 def test_merge_groups(device, merge_group):
     # 5 splits of 32 keys: groups of 1 and 2 take several loads (the last one partly masked), 16 takes one
-    n, chunk = 10, 32
-    a = make(device, n, 16, chunk, seed=3)
-    ref_out = a["out"].clone()
-    attention(**a, n=n, upstream=False, block_q=16, chunk=chunk, block_k=16, merge_group=merge_group)
-    attention_ref(**{**a, "out": ref_out}, n=n, upstream=False)
-    for b in range(B):
-        j0 = int(a["jmin"][b])
-        close(a["out"][:, b, j0:n], ref_out[:, b, j0:n], rtol=1e-4, atol=1e-5)
+    a = check_vs_ref(device, 10, 16, 32, False, seed=3, block_k=16, merge_group=merge_group)
     with pytest.raises(ValueError, match="merge_group"):
-        attention(**a, n=n, upstream=False, block_q=16, chunk=chunk, block_k=16, merge_group=3)
+        attention(**a, n=10, upstream=False, block_q=16, chunk=32, block_k=16, merge_group=3)
 
 
 @pytest.mark.parametrize("oproj_block", [16, 64])
 def test_oproj_blocks(device, oproj_block):
     # C = 192: 12 blocks of 16, or 3 of 64
-    n, chunk = 10, 64
-    a = make(device, n, 16, chunk, seed=4)
-    ref_out = a["out"].clone()
-    attention(**a, n=n, upstream=True, block_q=16, chunk=chunk, block_k=32, oproj_block=oproj_block)
-    attention_ref(**{**a, "out": ref_out}, n=n, upstream=True)
-    for b in range(B):
-        j0 = int(a["jmin"][b])
-        close(a["out"][:, b, j0:n], ref_out[:, b, j0:n], rtol=1e-4, atol=1e-5)
+    a = check_vs_ref(device, 10, 16, 64, True, seed=4, block_k=32, oproj_block=oproj_block)
     for bad in (8, 48, 512):
         with pytest.raises(ValueError, match="oproj_block"):
-            attention(**a, n=n, upstream=True, block_q=16, chunk=chunk, block_k=32, oproj_block=bad)
+            attention(**a, n=10, upstream=True, block_q=16, chunk=64, block_k=32, oproj_block=bad)
 
 
 def test_dead_row_skipped(device):
