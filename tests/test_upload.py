@@ -36,6 +36,9 @@ def test_buffer_is_reused_and_grown():
     assert up._buf.data_ptr() == ptr
     assert torch.equal(up(c), c) and up._buf.numel() >= c.numel()
     up.close()
+    assert up._buf is None and up._pool is None
+    assert torch.equal(up(a), a)  # usable again after close
+    up.close()
 
 
 def test_small_or_strided_sources_skip_the_stage():

@@ -84,6 +84,12 @@ class HostUploader:
         return out
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Free the pinned buffer (after its last DMA) and stop the copy threads; a later upload restarts both."""
+        with self._lock:
+            if self._done is not None:
+                self._done.synchronize()
+                self._done = None
+            self._buf = None
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
