@@ -24,6 +24,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+from determinism import same  # noqa: E402  (bit-for-bit equality of two generation outputs)
 from triton_autogaze.checkpoint import load_checkpoint  # noqa: E402
 from triton_autogaze.engine import TritonGenerator  # noqa: E402
 from triton_autogaze.reference.decoder import Decoder  # noqa: E402
@@ -143,8 +144,9 @@ def main() -> None:
     for arg, attr in (("down_k", "mlp_block_k"), ("block_i", "mlp_block_i"), ("block_c", "mlp_block_c"),
                       ("head_block", "head_block"), ("split_k", "decode_split_k"),
                       ("prefill_split_k", "prefill_split_k"), ("prefill_block", "prefill_block"),
-                      ("attention_warps", "attention_warps"), ("merge_group", "merge_group"), ("oproj_block", "oproj_block"),
-                      ("select_warps", "select_warps"), ("vocab_parts", "select_vocab_parts")):
+                      ("attention_warps", "attention_warps"), ("merge_group", "merge_group"),
+                      ("oproj_block", "oproj_block"), ("select_warps", "select_warps"),
+                      ("vocab_parts", "select_vocab_parts")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
     M = frame_budget(0.75, cfg.num_vision_tokens_each_frame)
@@ -173,7 +175,8 @@ def main() -> None:
           f"chunk {args.chunk} key block {gen.key_block} down k {gen.mlp_block_k} block i {gen.mlp_block_i} "
           f"block c {gen.mlp_block_c} head block {gen.head_block} split k {gen.decode_split_k}/"
           f"{gen.prefill_split_k} prefill block {gen.prefill_block} attention warps {gen.attention_warps} "
-          f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} vocab parts {gen.select_vocab_parts}")
+          f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} "
+          f"vocab parts {gen.select_vocab_parts}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]
@@ -187,9 +190,8 @@ def main() -> None:
             ref = reference(dec, cfg, v[:rows], budgets, None if taut is None else taut[:rows], sem)
             check = compare(out, ref, rows, cfg.eos_id, args.bf16)
         ms, last = time_run(gen, v, budgets, taut, sem, args.iters)
-        same = all(torch.equal(a.ids, b.ids) and torch.equal(a.confidence, b.confidence)
-                   for a, b in zip(out.frames, last.frames)) and len(out.frames) == len(last.frames)
-        print(f"{name:28s} {B:4d} {ntok:7d} {check:>22s} {ms:10.2f}  replay {'same' if same else 'DIFFERS'}",
+        replay = "same" if same(out, last) else "DIFFERS"
+        print(f"{name:28s} {B:4d} {ntok:7d} {check:>22s} {ms:10.2f}  replay {replay}",
               flush=True)
         if tau is None:
             gb = kv_bytes(cfg, budgets, B, 2 if args.bf16 else 4) / 1e9

@@ -131,9 +131,8 @@ def main():
     import importlib
     import warnings
 
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    sys.path.insert(0, str(REPO / "tests"))
+    from ptx_compile import _compile
 
     warnings.filterwarnings("ignore")
     for c in sorted(configs, key=lambda c: c["kernel"]):
@@ -141,9 +140,7 @@ def main():
         fn = getattr(importlib.import_module(f"triton_autogaze.kernels.{mod}"), attr)
         if "FENCE" in c["constexprs"]:  # recorded on CPU tensors; the GPU launch compiles the fenced path
             c["constexprs"]["FENCE"] = True
-        sig = {n: "constexpr" if n in c["constexprs"] else c["types"].get(n, "i32") for n in fn.arg_names}
-        k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=c["constexprs"]),
-                           target=GPUTarget("cuda", 90, 32), options={"num_warps": c["num_warps"]})
+        k = _compile(fn, c["types"], c["constexprs"], c["num_warps"])
         shown = {k2: v for k2, v in c["constexprs"].items()
                  if k2 not in ("C", "H", "D", "EOS", "V", "N", "FENCE", "BLOCK_B", "UPSTREAM")}
         print(f"{mod:17s} w{c['num_warps']} {shown}\n    {ptxas_stats(k.asm['ptx'])}", flush=True)

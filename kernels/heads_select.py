@@ -187,6 +187,8 @@ def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch
     scratch: SelectScratch; ban [B, pow2(V)] int8 per-frame ban bits; embed [V, C]; x_next [B, S, C] fp32
     (slots K-n_step..K-1 receive the chosen ids' embeddings); chunk_ids [B, K] int32; chunk_n, out_len [B]
     int32; out_ids [B, Lt] int64 and out_conf [B, Lt] fp32 (this frame's outputs).
+    vocab_parts: programs a head, at most (the 32-row vocabulary chunks are shared out evenly: 9 chunks in 4 parts
+    run as 3 parts of 3).
     """
     _check_args(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next, chunk_ids,
                 chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eos)

@@ -14,14 +14,15 @@ import sys
 from pathlib import Path
 
 
-def _compile(fn, types: dict, constexprs: dict):
+def _compile(fn, types: dict, constexprs: dict, num_warps: int = 4):
+    """``fn`` compiled for sm_90; ``types``: non-constexpr argument -> Triton type (default i32)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     sig = {n: "constexpr" if n in constexprs else types.get(n, "i32") for n in fn.arg_names}
     return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs),
-                          target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+                          target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
 
 
 def _fence_sites(ptx: str) -> dict:

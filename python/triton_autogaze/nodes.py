@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtim
 import numpy as np
 import torch
 
-from .pipeline import AutoGazePipeline, GazeOptions, normalised_clip, packed_frames
+from .pipeline import AutoGazePipeline, GazeOptions, normalised_clip
 from .sparse import PyramidTokens, fixation_image_mask, tokenize_masked_image_pyramid
 from .trace import GazeTrace
 
@@ -140,7 +140,7 @@ def gaze_clips(pipeline: AutoGazePipeline, source: Any, options: GazeOptions | N
     opts = options or GazeOptions()
     for clip in source.clips():
         if clip.kind == "packed":
-            pixels = packed_frames(clip.pixels, pipeline.device, f"clip {clip.index}", pipeline.uploader)
+            pixels = pipeline.packed(clip.pixels, f"clip {clip.index}")
             trace = pipeline.run_packed(pixels, opts)
         else:
             pixels = normalised_clip(clip.pixels, pipeline.device, f"clip {clip.index}")

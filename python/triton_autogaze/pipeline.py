@@ -119,6 +119,10 @@ class AutoGazePipeline:
     def device(self) -> torch.device:
         return self.model.device
 
+    def packed(self, frames: Any, name: str = "frames") -> torch.Tensor:
+        """Packed uint8 frames (numpy or tensor) on the model device, through the pinned stage when it pays."""
+        return packed_frames(frames, self.device, name, self.uploader)
+
     def plan(self, height: int, width: int, mode: str = DEFAULT_MODE) -> TileGrid:
         """Tile layout of a height x width source frame in ``mode``."""
         pre = self.processor_config
@@ -133,7 +137,7 @@ class AutoGazePipeline:
         """Gaze of one packed clip: uint8 [T, H, W, 4] RGBA (or 3-channel RGB; alpha is ignored), numpy or tensor
         on any device. Returns a GazeTrace with one row per tile (row-major) plus stitched ``scale_masks``."""
         opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
-        return self.run_packed(packed_frames(frames, self.device, uploader=self.uploader), opts)
+        return self.run_packed(self.packed(frames), opts)
 
     def trace_clip(self, video: torch.Tensor, mode: str = DEFAULT_MODE, gazing_ratio: float | Sequence[float] = 0.75,
                    task_loss_requirement: float | None = 0.7, max_gaze_tokens_each_frame: int | None = None,
@@ -220,8 +224,7 @@ class AutoGazePipeline:
         start = 0
         with tqdm(unit="frame", desc=f"gaze {mode}", disable=not progress) as bar:
             for clip in iter_clips(path_or_container, clip_len=clip_len, max_frames=max_frames):
-                trace = self.run_packed(packed_frames(clip, self.device, uploader=self.uploader),
-                                       opts.for_frames(0, len(clip)))
+                trace = self.run_packed(self.packed(clip), opts.for_frames(0, len(clip)))
                 yield replace(trace, start_frame=start)
                 start += len(clip)
                 bar.update(len(clip))
@@ -261,7 +264,7 @@ class GazeStream:
         Returns a one-frame GazeTrace (rows = tiles; ``start_frame`` = this frame's index in the stream)."""
         p, model = self.pipeline, self.pipeline.model
         if isinstance(frame, np.ndarray) or (torch.is_tensor(frame) and frame.dtype == torch.uint8):
-            pixels = packed_frames(frame, p.device, "frame")
+            pixels = p.packed(frame, "frame")
             kind, (H, W) = "packed", pixels.shape[1:3]
         elif torch.is_tensor(frame) and frame.dim() == 3:
             pixels = normalised_clip(frame[None], p.device, "frame")
