@@ -65,17 +65,22 @@ def cpu_pipe():
 
 @needs_cuda
 @pytest.mark.benchmark(group="gpu-rgba-1080p-16f")
-@pytest.mark.parametrize("mode", ["resize-224", "anyres-tile-224"])
-def test_gpu_rgba_clip_end_to_end(benchmark, gpu_pipe, clip_1080p, mode):
-    """Host uint8 RGBA -> upload -> Triton resize/affine -> tiles -> gaze -> stitched trace."""
+@pytest.mark.parametrize("mode,overlap", [("resize-224", 4), ("resize-224", 8), ("resize-224", 16),
+                                          ("anyres-tile-224", None)])
+def test_gpu_rgba_clip_end_to_end(benchmark, gpu_pipe, clip_1080p, mode, overlap):
+    """Host uint8 RGBA -> upload -> Triton resize/affine -> tiles -> gaze -> stitched trace. resize-224 runs the
+    model ``overlap`` frames a call while the rest of the clip uploads (16: one call after the whole upload)."""
     _record_device(benchmark, "cuda")
+    if overlap is not None:
+        gpu_pipe.overlap_frames = overlap
 
     def run():
         trace = gpu_pipe.trace_rgba_clip(clip_1080p, mode=mode, **GAZE)
         _sync()
         return trace
 
-    trace = benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+    trace = benchmark.pedantic(run, rounds=8, iterations=1, warmup_rounds=2)
+    gpu_pipe.overlap_frames = 4
     benchmark.extra_info["tiles"] = trace.tiling.num_tiles
     benchmark.extra_info["valid_tokens"] = int((~trace.if_padded_gazing).sum())
 

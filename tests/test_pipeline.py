@@ -10,7 +10,7 @@ import torch
 
 from fixture_data import (LOCAL, PIPELINE_BACKEND, PIPELINE_DEVICE, SHARED, cases, load_case, model_dir, normalise,
                           random_rgba, shared_available)
-from triton_autogaze.pipeline import AutoGazePipeline
+from triton_autogaze.pipeline import AutoGazePipeline, GazeOptions
 from triton_autogaze.processing import AutoGazeImageProcessor
 from triton_autogaze.record import split_record
 
@@ -106,13 +106,13 @@ def test_tile_batch_size_never_changes_a_tile(pipe, size, batches):
 
 def test_tile_batches_bound_model_calls(pipe, monkeypatch):
     sizes = []
-    real = pipe.model.generate
+    real = pipe.model._generate
 
-    def spy(video, **kw):
+    def spy(video, *a, **kw):
         sizes.append(video.shape[0])
-        return real(video, **kw)
+        return real(video, *a, **kw)
 
-    monkeypatch.setattr(pipe.model, "generate", spy)
+    monkeypatch.setattr(pipe.model, "_generate", spy)
     trace = pipe.trace_rgba_clip(rgba(1, 460, 900), mode="tiled-full-resolution", tile_batch_size=4,
                                  gazing_ratio=0.01, task_loss_requirement=None)
     assert trace.tiling.tiles == (3, 5) and trace.gazing_pos.shape[0] == 15
@@ -219,3 +219,53 @@ def test_bad_inputs(pipe, call, arg, exc, match):
 def test_bad_options(pipe, kw, match):
     with pytest.raises(ValueError, match=match):
         pipe.trace_rgba_clip(rgba(1, 8, 8), **kw)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_chunked_resize_equals_one_call(pipe, chunk):
+    """resize-224 gazed a few frames a call (KV and conv caches carried) is the one-call trace; ``ready`` is told
+    each chunk's end before its frames are read."""
+    frames = pipe.packed(rgba(5, 60, 90, seed=8))
+    opts = GazeOptions(gazing_ratio=[0.05, 0.1, 0.05, 0.08, 0.05], task_loss_requirement=-2.0)
+    seen = []
+    got = pipe.run_packed_chunks(frames, opts, chunk, seen.append)
+    assert_same_trace(got, pipe.run_packed(frames, opts))
+    assert seen == list(range(chunk, 5, chunk)) + [5]
+    assert got.num_frames == 5 and got.tiling.mode == "resize-224"
+
+
+def test_chunked_run_refuses_tiled_modes_and_bad_chunks(pipe):
+    frames = pipe.packed(rgba(2, 60, 90))
+    with pytest.raises(ValueError, match="resize-224 only"):
+        pipe.run_packed_chunks(frames, GazeOptions(mode="anyres-tile-224"), 1)
+    with pytest.raises(ValueError, match="chunk"):
+        pipe.run_packed_chunks(frames, GazeOptions(), 0)
+
+
+def test_staged_upload_overlaps_chunks_with_the_same_trace(pipe, monkeypatch):
+    """A large host clip in resize-224 goes through the uploader's staged path, the model starting on the first
+    frames while the rest are still copied: the trace is the plain path's."""
+    import triton_autogaze.upload as U
+    from triton_autogaze.upload import HostUploader
+
+    monkeypatch.setattr(U, "MIN_STAGED_BYTES", 1)
+    frames = rgba(5, 60, 90, seed=9)
+    kw = dict(gazing_ratio=0.05, task_loss_requirement=-2.0)
+    want = pipe.run_packed(pipe.packed(frames), GazeOptions(**kw))
+    calls = []
+
+    class Spy(HostUploader):
+        def staged(self, src):
+            calls.append(tuple(src.shape))
+            return super().staged(src)
+
+    old, old_chunk = pipe.uploader, pipe.overlap_frames
+    pipe.uploader = Spy(pipe.device, threads=2, pin=pipe.device.type == "cuda")
+    pipe.overlap_frames = 2
+    try:
+        got = pipe.trace_rgba_clip(frames, **kw)
+    finally:
+        pipe.uploader.close()
+        pipe.uploader, pipe.overlap_frames = old, old_chunk
+    assert calls == [(5, 60, 90, 4)]
+    assert_same_trace(got, want)

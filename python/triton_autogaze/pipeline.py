@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -58,6 +58,15 @@ def packed_frames(frames: Any, device: torch.device, name: str = "frames",
                   uploader: HostUploader | None = None) -> torch.Tensor:
     """uint8 [T, H, W, 3|4] (or one [H, W, 3|4] frame) numpy array or tensor -> tensor on ``device``
     (large host clips bound for a GPU go through ``uploader``'s pinned stage when one is given)."""
+    frames = checked_packed(frames, name)
+    if uploader is not None and uploader.device == torch.device(device) and uploader.wanted(frames):
+        return uploader(frames)
+    return frames.to(device)
+
+
+def checked_packed(frames: Any, name: str = "frames") -> torch.Tensor:
+    """Validate packed frames: uint8 [T, H, W, 3|4] (or one [H, W, 3|4] frame), numpy or tensor -> a uint8
+    tensor [T, H, W, C] where it lies (numpy arrays shared, not copied, when contiguous)."""
     if isinstance(frames, np.ndarray):
         if frames.dtype != np.uint8:
             raise TypeError(f"{name} must be uint8 packed RGB(A), got numpy {frames.dtype}; normalised float clips "
@@ -74,9 +83,7 @@ def packed_frames(frames: Any, device: torch.device, name: str = "frames",
         raise ValueError(f"{name} must be [T, H, W, 3|4] (or one [H, W, 3|4] frame), got shape {tuple(frames.shape)}")
     if min(frames.shape[:3]) < 1:
         raise ValueError(f"{name} has an empty dimension: shape {tuple(frames.shape)}")
-    if uploader is not None and uploader.device == torch.device(device) and uploader.wanted(frames):
-        return uploader(frames)
-    return frames.to(device)
+    return frames
 
 
 def normalised_clip(video: Any, device: torch.device, name: str = "video") -> torch.Tensor:
@@ -101,6 +108,8 @@ class AutoGazePipeline:
         self.lut = affine_lut(self.processor_config).to(model.device)  # [3, 256] fp32: the processor affine
         # host clips bound for a GPU: a pinned stage kept for the pipeline's life (upload.py)
         self.uploader = HostUploader(model.device) if model.device.type == "cuda" else None
+        # frames a model call while a large host clip is still uploading (resize-224; see trace_rgba_clip)
+        self.overlap_frames = 4
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, device: str | torch.device = "cpu",
@@ -137,6 +146,12 @@ class AutoGazePipeline:
         """Gaze of one packed clip: uint8 [T, H, W, 4] RGBA (or 3-channel RGB; alpha is ignored), numpy or tensor
         on any device. Returns a GazeTrace with one row per tile (row-major) plus stitched ``scale_masks``."""
         opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
+        frames = checked_packed(frames)
+        up = self.uploader
+        if opts.mode == "resize-224" and up is not None and up.wanted(frames) and frames.shape[0] > 1:
+            # a large host clip: the model starts on its first frames while the rest are still uploading
+            with up.staged(frames) as staged:
+                return self.run_packed_chunks(staged.out, opts, self.overlap_frames, staged.wait)
         return self.run_packed(self.packed(frames), opts)
 
     def trace_clip(self, video: torch.Tensor, mode: str = DEFAULT_MODE, gazing_ratio: float | Sequence[float] = 0.75,
@@ -178,17 +193,53 @@ class AutoGazePipeline:
         canvas = resize_canvas_float(video, grid)
         return lambda tiles: cut_tiles(canvas, grid, tiles)
 
+    def run_packed_chunks(self, frames: torch.Tensor, opts: GazeOptions, chunk: int,
+                          ready: Callable[[int], None] | None = None) -> GazeTrace:
+        """A resize-224 clip gazed ``chunk`` frames a call, the KV and conv caches carried across calls (the same
+        gaze as one call: streaming equals whole clips). ``ready(stop)`` is called before frames [.., stop) are
+        read, so an upload still in flight (:meth:`HostUploader.staged`) overlaps the earlier chunks' work.
+        frames: uint8 [T, H, W, C] on the model device."""
+        if opts.mode != "resize-224":
+            raise ValueError(f"run_packed_chunks: resize-224 only (one tile a frame), got mode {opts.mode!r}")
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
+        T = frames.shape[0]
+        grid = self.plan(frames.shape[1], frames.shape[2], opts.mode)
+        budgets, tau = self._schedule(opts, 1, T)
+        ids, conf = [], []
+        state = conv = None
+        for a in range(0, T, chunk):
+            b = min(T, a + chunk)
+            if ready is not None:
+                ready(b)
+            video = self.packed_tiles(frames[a:b], grid)(range(1))
+            g = self.model._generate(video, budgets[a:b], None if tau is None else tau[:, a:b], "independent",
+                                     state, conv)
+            state, conv = g.state, g.conv_cache
+            ids += [f.ids for f in g.out.frames]
+            conf += [f.confidence for f in g.out.frames]
+        return self.assemble(grid, ids, conf, opts)
+
+    def _schedule(self, opts: GazeOptions, rows: int, T: int) -> tuple[list[int], torch.Tensor | None]:
+        """Per-frame budgets (T ints) and task-loss thresholds [rows, T] (None: no stopping) of ``opts``."""
+        budgets = self.model.budgets(_ratio(opts), T, opts.max_gaze_tokens_each_frame)
+        tau = _tau(opts)
+        return budgets, None if tau is None else thresholds(tau, rows, T, self.device)
+
     def _run(self, tiles_of, grid: TileGrid, T: int, opts: GazeOptions) -> GazeTrace:
-        cfg = self.model.config
+        # the engine's per-frame ids go straight to one assembly (no per-batch trace to build and split again:
+        # those small ops cost about a millisecond of launches a clip)
         n, step = grid.num_tiles, opts.tile_batch_size
+        budgets, tau = self._schedule(opts, n, T)
         ids_parts, conf_parts = [], []
         for start in range(0, n, step):
-            tr = self.model.generate(tiles_of(range(start, min(n, start + step))), gazing_ratio=_ratio(opts),
-                                     task_loss_requirement=_tau(opts), batch_semantics="independent",
-                                     max_gaze_tokens_each_frame=opts.max_gaze_tokens_each_frame)
-            ids_parts.append(split_record(cfg, tr.gazing_pos, tr.if_padded_gazing, tr.num_gazing_each_frame))
-            conf_parts.append(list(tr.confidence.split(tr.num_gazing_each_frame.tolist(), dim=1)))
-        return self.assemble(grid, merge_tiles(cfg.eos_id, ids_parts), merge_tiles(0.0, conf_parts), opts)
+            stop = min(n, start + step)
+            g = self.model._generate(tiles_of(range(start, stop)), budgets,
+                                     None if tau is None else tau[start:stop], "independent")
+            ids_parts.append([f.ids for f in g.out.frames])
+            conf_parts.append([f.confidence for f in g.out.frames])
+        return self.assemble(grid, merge_tiles(self.model.config.eos_id, ids_parts), merge_tiles(0.0, conf_parts),
+                             opts)
 
     def assemble(self, grid: TileGrid, frame_ids: list[torch.Tensor], confidence: list[torch.Tensor],
                  opts: GazeOptions, start_frame: int = 0) -> GazeTrace:
@@ -317,6 +368,8 @@ def ratio_for_budget(budget: int, num_vision_tokens: int) -> float:
 def merge_tiles(fill: float | int, parts: list[list[torch.Tensor]]) -> list[torch.Tensor]:
     """Batches of tiles -> one batch: per frame, pad every part's [b, L_t] to the longest and stack the rows, as
     one independent-semantics call over all tiles would lay them out."""
+    if len(parts) == 1:
+        return list(parts[0])
     out = []
     for t in range(len(parts[0])):
         L = max(p[t].shape[1] for p in parts)

@@ -86,7 +86,9 @@ class TritonGenerator:
         self.merge_group = 8
         self.oproj_block = None  # attention's o_proj columns per product (None: all in one)
         self.select_warps = 4
-        self.select_vocab_parts = 1  # heads_select programs a head (each reads 1/P of its lm_head rows)
+        # heads_select programs a head, each reading 1/P of its lm_head rows: on the GPU one 32-row vocabulary
+        # chunk a program (9 for 266 ids: 71.1 -> 67.0 ms a clip, bench/RESULTS.md sixth pass)
+        self.select_vocab_parts = 1 if interp else -(-d.vocab_size // 32)
         # Inner-axis slice length of the qkv / gate-up / down products of decode and prefill feeds (0: one
         # product over the whole axis). A small fp32 FMA product's latency grows with its inner length, so
         # slices multiplied in parallel and summed run ~2x faster at K = 192 and 384 (bench/dot_probe.py); the
