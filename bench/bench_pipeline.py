@@ -65,14 +65,14 @@ def cpu_pipe():
 
 @needs_cuda
 @pytest.mark.benchmark(group="gpu-rgba-1080p-16f")
-@pytest.mark.parametrize("mode,overlap", [("resize-224", 4), ("resize-224", 8), ("resize-224", 16),
+@pytest.mark.parametrize("mode,overlap", [("resize-224", None), ("resize-224", 4), ("resize-224", 8),
                                           ("anyres-tile-224", None)])
 def test_gpu_rgba_clip_end_to_end(benchmark, gpu_pipe, clip_1080p, mode, overlap):
     """Host uint8 RGBA -> upload -> Triton resize/affine -> tiles -> gaze -> stitched trace. resize-224 runs the
-    model ``overlap`` frames a call while the rest of the clip uploads (16: one call after the whole upload)."""
+    model ``overlap`` frames a call while the rest of the clip uploads (None, the default: one call after the
+    whole upload)."""
     _record_device(benchmark, "cuda")
-    if overlap is not None:
-        gpu_pipe.overlap_frames = overlap
+    gpu_pipe.overlap_frames = overlap
 
     def run():
         trace = gpu_pipe.trace_rgba_clip(clip_1080p, mode=mode, **GAZE)
@@ -80,7 +80,7 @@ def test_gpu_rgba_clip_end_to_end(benchmark, gpu_pipe, clip_1080p, mode, overlap
         return trace
 
     trace = benchmark.pedantic(run, rounds=8, iterations=1, warmup_rounds=2)
-    gpu_pipe.overlap_frames = 4
+    gpu_pipe.overlap_frames = None
     benchmark.extra_info["tiles"] = trace.tiling.num_tiles
     benchmark.extra_info["valid_tokens"] = int((~trace.if_padded_gazing).sum())
 

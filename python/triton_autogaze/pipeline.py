@@ -108,8 +108,10 @@ class AutoGazePipeline:
         self.lut = affine_lut(self.processor_config).to(model.device)  # [3, 256] fp32: the processor affine
         # host clips bound for a GPU: a pinned stage kept for the pipeline's life (upload.py)
         self.uploader = HostUploader(model.device) if model.device.type == "cuda" else None
-        # frames a model call while a large host clip is still uploading (resize-224; see trace_rgba_clip)
-        self.overlap_frames = 4
+        # resize-224 frames a model call while a large host clip is still uploading (None: one call after the
+        # upload). Measured on the H100 (bench/RESULTS.md section 4): 4 or 8 frames a call cost more in per-call
+        # overhead than the overlap saves (28.0 / 26.6 ms vs 24.4 ms for a 1080p 16-frame clip), so it is off.
+        self.overlap_frames: int | None = None
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, device: str | torch.device = "cpu",
@@ -148,7 +150,8 @@ class AutoGazePipeline:
         opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
         frames = checked_packed(frames)
         up = self.uploader
-        if opts.mode == "resize-224" and up is not None and up.wanted(frames) and frames.shape[0] > 1:
+        if (self.overlap_frames is not None and opts.mode == "resize-224" and up is not None and up.wanted(frames)
+                and frames.shape[0] > self.overlap_frames):
             # a large host clip: the model starts on its first frames while the rest are still uploading
             with up.staged(frames) as staged:
                 return self.run_packed_chunks(staged.out, opts, self.overlap_frames, staged.wait)
