@@ -127,7 +127,8 @@ def main() -> None:
     ap.add_argument("--merge-group", type=int, default=None, help="split partials merged per load (8)")
     ap.add_argument("--oproj-block", type=int, default=None, help="attention o_proj columns a product (all)")
     ap.add_argument("--select-warps", type=int, default=None, help="warps of a heads_select program (4)")
-    ap.add_argument("--vocab-parts", type=int, default=None, help="heads_select programs a head (1)")
+    ap.add_argument("--vocab-parts", type=int, default=None, help="heads_select programs a head (9 on the GPU)")
+    ap.add_argument("--bf16-dots", action="store_true", help="with --bf16: the decoder's products on tensor cores")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
@@ -146,7 +147,7 @@ def main() -> None:
                       ("prefill_split_k", "prefill_split_k"), ("prefill_block", "prefill_block"),
                       ("attention_warps", "attention_warps"), ("merge_group", "merge_group"),
                       ("oproj_block", "oproj_block"), ("select_warps", "select_warps"),
-                      ("vocab_parts", "select_vocab_parts")):
+                      ("vocab_parts", "select_vocab_parts"), ("bf16_dots", "bf16_dots")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
     M = frame_budget(0.75, cfg.num_vision_tokens_each_frame)
@@ -176,7 +177,7 @@ def main() -> None:
           f"block c {gen.mlp_block_c} head block {gen.head_block} split k {gen.decode_split_k}/"
           f"{gen.prefill_split_k} prefill block {gen.prefill_block} attention warps {gen.attention_warps} "
           f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} "
-          f"vocab parts {gen.select_vocab_parts}")
+          f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

@@ -44,3 +44,9 @@ def split_slices(split_k: int, inner: int, rows: int, cols: int) -> tuple[int, i
         raise ValueError(f"split_k: {s} slices of {split_k} over a {rows} x {cols} output tile exceed Triton's "
                          f"2^20-element block; use smaller blocks or split_k=0")
     return split_k, s
+
+
+def check_bf16_dots(bf16_dots: bool, weight: torch.Tensor, name: str) -> None:
+    """bf16 tensor-core products are for bf16 weights only (fp32 mode stays IEEE fp32)."""
+    if bf16_dots and weight.dtype != torch.bfloat16:
+        raise ValueError(f"bf16_dots: needs bf16 weights, got {name} {weight.dtype} (fp32 mode multiplies in IEEE fp32)")

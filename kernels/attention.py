@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._bf16 import bf16_dot, bf16_round, tc_mode
+from ._checks import check_bf16_dots
 from ._checks import check_tensor as _check
 from ._fence import fence_gpu, fence_wanted
 
@@ -32,7 +34,7 @@ def _attention_kernel(
     B, n, nsplit_max, q_sb, q_sh, c_sb, c_sh, c_sl, km_sb, out_sh, out_sb, scale,
     C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
-    G: tl.constexpr, FENCE: tl.constexpr, OB: tl.constexpr,
+    G: tl.constexpr, FENCE: tl.constexpr, OB: tl.constexpr, TC: tl.constexpr,
 ):
     pid = tl.program_id(0)
     sp = tl.program_id(1)
@@ -68,8 +70,11 @@ def _attention_kernel(
             offs_k = kb + tl.arange(0, BK)
             kmask = offs_k < k_hi
             kv_off = kbase + offs_k[:, None] * c_sl + offs_d[None, :]
-            kt = tl.load(k_ptr + kv_off, mask=kmask[:, None], other=0.0).to(tl.float32)
-            s = tl.dot(q, tl.trans(kt), input_precision="ieee") * scale
+            kt = tl.load(k_ptr + kv_off, mask=kmask[:, None], other=0.0)
+            if TC:  # bf16 mode: QK^T, PV and o_proj with bf16 operands (tensor cores), fp32 accumulation
+                s = bf16_dot(q, tl.trans(kt), TC) * scale
+            else:
+                s = tl.dot(q, tl.trans(kt.to(tl.float32)), input_precision="ieee") * scale
             bits = tl.load(km_ptr + b * km_sb + offs_k, mask=kmask, other=0)
             ok = ((bits != 0) & kmask)[None, :] & (offs_k[None, :] <= qidx[:, None])
             s = tl.where(ok, s, NEG)
@@ -77,8 +82,11 @@ def _attention_kernel(
             alpha = tl.exp(m_i - m_new)
             p = tl.where(ok, tl.exp(s - m_new[:, None]), 0.0)
             l_i = l_i * alpha + tl.sum(p, axis=1)
-            vt = tl.load(v_ptr + kv_off, mask=kmask[:, None], other=0.0).to(tl.float32)
-            acc = acc * alpha[:, None] + tl.dot(p, vt, input_precision="ieee")
+            vt = tl.load(v_ptr + kv_off, mask=kmask[:, None], other=0.0)
+            if TC:
+                acc = acc * alpha[:, None] + bf16_dot(p, vt, TC)
+            else:
+                acc = acc * alpha[:, None] + tl.dot(p, vt.to(tl.float32), input_precision="ieee")
             m_i = m_new
         slot = pid * nsplit_max + sp
         offs_r = tl.arange(0, BQ)
@@ -120,8 +128,11 @@ def _attention_kernel(
                 offs_c = c0 + tl.arange(0, OB)
                 cmask = offs_c < C
                 wo = tl.load(wo_ptr + offs_c[:, None] * C + h * D + offs_d[None, :], mask=cmask[:, None],
-                             other=0.0).to(tl.float32)  # [OB, D] = Wo[c0:c0+OB, hD:(h+1)D]
-                o = tl.dot(A, tl.trans(wo), input_precision="ieee")  # [BQ, OB]
+                             other=0.0)  # [OB, D] = Wo[c0:c0+OB, hD:(h+1)D]
+                if TC:
+                    o = bf16_dot(A, tl.trans(wo), TC)  # [BQ, OB]
+                else:
+                    o = tl.dot(A, tl.trans(wo.to(tl.float32)), input_precision="ieee")  # [BQ, OB]
                 tl.store(out_ptr + h * out_sh + b * out_sb + offs_q[:, None] * C + offs_c[None, :], o,
                          mask=qmask[:, None] & cmask[None, :])
             tl.atomic_xchg(cnt_ptr + pid, 0)
@@ -151,12 +162,15 @@ def attention_splits(n: int, max_key_end: int, chunk: int) -> int:
 
 
 def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
-              upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8, oproj_block=None):
+              upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8, oproj_block=None,
+              bf16_dots=False):
     """q [B, H, S, D] fp32 (first n slots used); k_cache, v_cache [B, H, Lmax, D] fp32|bf16; keymask [B, Lmax]
     int8; qoff, jmin, alive [B] int32; w_o [C, C]; out [H, B, S, C] fp32 per-head o_proj partials (slots < n
     written for running rows); scratch: AttentionScratch; max_key_end: host upper bound of qoff[b]+qoff_add+n.
     merge_group: split partials the merging program loads at once (a power of two; capped at the split count).
     oproj_block: output columns of o_proj per product (a power of two >= 16; None: all C columns in one).
+    bf16_dots (bf16 cache and w_o only): QK^T, PV and o_proj on tensor cores, their fp32 operands (queries,
+    probabilities, the merged head output) rounded to bf16; fp32 accumulation.
     """
     B, H, S, D = q.shape
     C = H * D
@@ -176,6 +190,8 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
         raise ValueError(f"out: needs at least n={n} slots, got {out.shape[2]}")
     if max_key_end > Lmax:
         raise ValueError(f"max_key_end: {max_key_end} exceeds the cache capacity {Lmax}")
+    check_bf16_dots(bf16_dots, w_o, "w_o")
+    check_bf16_dots(bf16_dots, k_cache, "k_cache")
     nqb = triton.cdiv(n, block_q)
     nsplit = attention_splits(n, max_key_end, chunk)
     if scratch.rows < B * H * nqb or scratch.nsplit < nsplit or scratch.bq != block_q or \
@@ -198,13 +214,17 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
         keymask.stride(0), out.stride(0), out.stride(1), float(D) ** -0.5,
         C=C, H=H, D=D, BQ=block_q, BK=block_k, CHUNK=chunk,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), G=min(merge_group, triton.next_power_of_2(nsplit)),
-        FENCE=fence_wanted(q), OB=ob, num_warps=num_warps,
+        FENCE=fence_wanted(q), OB=ob, TC=tc_mode(bf16_dots), num_warps=num_warps,
     )
 
 
 def attention_ref(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
-                  upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8, oproj_block=None):
-    """Torch reference with the launcher's signature and in-place effects (dense softmax per row)."""
+                  upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8, oproj_block=None,
+                  bf16_dots=False):
+    """Torch reference with the launcher's signature and in-place effects (dense softmax per row). With
+    ``bf16_dots`` the queries and the head outputs are rounded to bf16 as the kernel rounds them; the
+    kernel's per-block probabilities are rounded too, which a dense softmax cannot mirror (a ~1e-3 relative
+    difference)."""
     B, H, S, D = q.shape
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a
@@ -217,10 +237,13 @@ def attention_ref(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o
         vv = v_cache[b, :, :max(kend, 0)].float()
         idx = torch.arange(max(kend, 0), device=q.device)
         allowed = (idx[None, :] <= (r0 + torch.arange(n, device=q.device))[:, None]) & (keymask[b, :max(kend, 0)] != 0)
-        s = (q[b, :, :n] @ kk.transpose(-1, -2)) * float(D) ** -0.5
+        qq = bf16_round(q[b, :, :n]) if bf16_dots else q[b, :, :n]
+        s = (qq @ kk.transpose(-1, -2)) * float(D) ** -0.5
         s = s.masked_fill(~allowed[None], float("-inf"))
         p = torch.softmax(s, -1).nan_to_num(0.0)
         A = p @ vv  # [H, n, D]
+        if bf16_dots:
+            A = bf16_round(A)
         wo = w_o.float()
         for h in range(H):
             out[h, b, :n] = A[h] @ wo[:, h * D:(h + 1) * D].t()

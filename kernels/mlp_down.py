@@ -17,7 +17,8 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._checks import split_slices
+from ._bf16 import bf16_dot, bf16_round, tc_mode
+from ._checks import check_bf16_dots, split_slices
 
 
 @triton.jit
@@ -25,7 +26,7 @@ def _mlp_down_kernel(
     h_ptr, act_ptr, wd_ptr, alive_ptr, out_ptr,
     B, n, x_sb, act_sb,
     C: tl.constexpr, I: tl.constexpr, BC: tl.constexpr, BKI: tl.constexpr, BN: tl.constexpr,
-    BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, KS: tl.constexpr, S: tl.constexpr,
+    BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, KS: tl.constexpr, S: tl.constexpr, TC: tl.constexpr,
 ):
     pid = tl.program_id(0)
     nblk = tl.cdiv(n, BN)
@@ -50,8 +51,11 @@ def _mlp_down_kernel(
                 a = tl.load(act_ptr + b * act_sb + offs_n[:, None] * I + offs_k[None, :],
                             mask=nmask[:, None] & kmask[None, :], other=0.0)
                 w = tl.load(wd_ptr + offs_o[:, None] * I + offs_k[None, :], mask=omask[:, None] & kmask[None, :],
-                            other=0.0).to(tl.float32)  # [BC, BKI]
-                acc += tl.dot(a, tl.trans(w), input_precision="ieee")
+                            other=0.0)  # [BC, BKI]
+                if TC:  # bf16 mode: bf16 operands (tensor cores), fp32 accumulation
+                    acc += bf16_dot(a, tl.trans(w), TC)
+                else:
+                    acc += tl.dot(a, tl.trans(w.to(tl.float32)), input_precision="ieee")
         else:
             # the whole I axis at once, in S slices of KS multiplied in parallel and summed (short FMA chains)
             col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]
@@ -68,10 +72,11 @@ def _mlp_down_kernel(
 
 
 def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128,
-             num_warps=4, split_k=0):
+             num_warps=4, split_k=0, bf16_dots=False):
     """h, out [B, S, C] fp32 (distinct buffers); act [B, S, I] fp32; w_down [C, I] (fp32 or bf16); alive [B]
     int32. Writes out = h + act @ w_down^T on the first ``n`` slots of running rows. ``split_k``: 0 (the I axis
-    in sequential blocks of ``block_k``) or the slice length of parallel partial products over all of I."""
+    in sequential blocks of ``block_k``) or the slice length of parallel partial products over all of I.
+    ``bf16_dots`` (bf16 weights only): tensor-core products of bf16-rounded activations (split_k ignored)."""
     B, S, C = h.shape
     dev = h.device
     f32 = (torch.float32,)
@@ -88,19 +93,21 @@ def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, bl
     for nm, v in (("block_c", block_c), ("block_k", block_k)):
         if v < 16 or v & (v - 1):
             raise ValueError(f"{nm}: expected a power of two >= 16, got {v}")
-    ks, nks = split_slices(split_k, I, block_n, block_c)
+    check_bf16_dots(bf16_dots, w_down, "w_down")
+    ks, nks = split_slices(0 if bf16_dots else split_k, I, block_n, block_c)
     grid = (B * triton.cdiv(n, block_n), triton.cdiv(C, block_c))
     _mlp_down_kernel[grid](
         h, act, w_down, alive, out, B, n, S * C, S * I,
         C=C, I=I, BC=block_c, BKI=block_k, BN=block_n, BLOCK_B=triton.next_power_of_2(B),
-        UPSTREAM=bool(upstream), KS=ks, S=nks, num_warps=num_warps,
+        UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots), num_warps=num_warps,
     )
 
 
 def mlp_down_ref(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128,
-                 num_warps=4, split_k=0):
+                 num_warps=4, split_k=0, bf16_dots=False):
     """Torch reference with the launcher's signature and in-place effects."""
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a
-    y = h[:, :n] + act[:, :n] @ w_down.float().t()
+    a = bf16_round(act[:, :n]) if bf16_dots else act[:, :n]
+    y = h[:, :n] + a @ w_down.float().t()
     out[go, :n] = y[go]

@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._checks import split_slices
+from ._bf16 import bf16_dot, bf16_round, tc_mode
+from ._checks import check_bf16_dots, split_slices
 
 
 @triton.jit
@@ -28,6 +29,7 @@ def _mlp_gate_up_kernel(
     B, n, x_sb, part_stride, act_sb, eps,
     C: tl.constexpr, H: tl.constexpr, I: tl.constexpr, BI: tl.constexpr, BLOCK_C: tl.constexpr,
     BN: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, KS: tl.constexpr, S: tl.constexpr,
+    TC: tl.constexpr,
 ):
     pid = tl.program_id(0)
     nblk = tl.cdiv(n, BN)
@@ -58,10 +60,14 @@ def _mlp_gate_up_kernel(
             ln = tl.load(ln_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
             a = ln[None, :] * (h * tl.math.rsqrt(var + eps)[:, None])
             wm = imask[:, None] & cmask[None, :]
-            wg = tl.load(wgu_ptr + offs_i[:, None] * C + offs_c[None, :], mask=wm, other=0.0).to(tl.float32)
-            wu = tl.load(wgu_ptr + (I + offs_i)[:, None] * C + offs_c[None, :], mask=wm, other=0.0).to(tl.float32)
-            g = tl.dot(a, tl.trans(wg), input_precision="ieee")  # [BN, BI]
-            u = tl.dot(a, tl.trans(wu), input_precision="ieee")
+            wg = tl.load(wgu_ptr + offs_i[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
+            wu = tl.load(wgu_ptr + (I + offs_i)[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
+            if TC:  # bf16 mode: bf16 operands (tensor cores), fp32 accumulation
+                g = bf16_dot(a, tl.trans(wg), TC)  # [BN, BI]
+                u = bf16_dot(a, tl.trans(wu), TC)
+            else:
+                g = tl.dot(a, tl.trans(wg.to(tl.float32)), input_precision="ieee")  # [BN, BI]
+                u = tl.dot(a, tl.trans(wu.to(tl.float32)), input_precision="ieee")
         else:
             # hidden axis in S slices of KS, multiplied in parallel and summed (as in rmsnorm_qkv_rope)
             col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]
@@ -87,11 +93,12 @@ def _mlp_gate_up_kernel(
 
 
 def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
-                num_warps=4, split_k=0):
+                num_warps=4, split_k=0, bf16_dots=False):
     """x, h_out [B, S, C] fp32; o_part [H, B, S, C] fp32; ln_w [C]; w_gate_up [2I, C] (cat(gate, up), fp32 or
     bf16); alive [B] int32; act [B, S, I] fp32 receives silu(gate) * up for the first ``n`` slots of running
     rows. ``block_i``: intermediate columns per program (a power of two >= 16). ``split_k``: 0, or the slice
-    length of the hidden axis (a power of two >= 16) for parallel partial products (see rmsnorm_qkv_rope)."""
+    length of the hidden axis (a power of two >= 16) for parallel partial products (see rmsnorm_qkv_rope).
+    ``bf16_dots`` (bf16 weights only): tensor-core products of bf16-rounded activations (split_k ignored)."""
     B, S, C = x.shape
     dev = x.device
     f32 = (torch.float32,)
@@ -110,24 +117,28 @@ def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream,
     _check("act", act, (B, S, I), f32, dev)
     if block_i < 16 or block_i & (block_i - 1):
         raise ValueError(f"block_i: expected a power of two >= 16, got {block_i}")
-    ks, nks = split_slices(split_k, C, block_n, block_i)
+    check_bf16_dots(bf16_dots, w_gate_up, "w_gate_up")
+    ks, nks = split_slices(0 if bf16_dots else split_k, C, block_n, block_i)
     grid = (B * triton.cdiv(n, block_n), triton.cdiv(I, block_i))
     _mlp_gate_up_kernel[grid](
         x, o_part, h_out, ln_w, w_gate_up, alive, act,
         B, n, S * C, B * S * C, S * I, float(eps),
         C=C, H=H, I=I, BI=block_i, BLOCK_C=triton.next_power_of_2(C), BN=block_n,
-        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), KS=ks, S=nks, num_warps=num_warps,
+        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots),
+        num_warps=num_warps,
     )
 
 
 def mlp_gate_up_ref(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
-                    num_warps=4, split_k=0):
+                    num_warps=4, split_k=0, bf16_dots=False):
     """Torch reference with the launcher's signature and in-place effects."""
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a
     h = x[:, :n] + o_part[:, :, :n].sum(0)
     h_out[go, :n] = h[go]
     m = ln_w.float() * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps))
+    if bf16_dots:
+        m = bf16_round(m)
     I = w_gate_up.shape[0] // 2
     gu = m @ w_gate_up.float().t()
     act[go, :n] = (torch.nn.functional.silu(gu[..., :I]) * gu[..., I:])[go]

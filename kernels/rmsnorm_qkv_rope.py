@@ -21,7 +21,8 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._checks import split_slices
+from ._bf16 import bf16_dot, bf16_round, tc_mode
+from ._checks import check_bf16_dots, split_slices
 
 
 @triton.jit
@@ -31,7 +32,7 @@ def _rmsnorm_qkv_rope_kernel(
     B, n, n_parts, part_stride, x_sb, pos_sb, q_sb, q_sh, c_sb, c_sh, c_sl, eps,
     C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BLOCK_C: tl.constexpr, BN: tl.constexpr, HB: tl.constexpr,
     BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, WRITE_H: tl.constexpr, KS: tl.constexpr,
-    S: tl.constexpr,
+    S: tl.constexpr, TC: tl.constexpr,
 ):
     pid = tl.program_id(0)
     nblk = tl.cdiv(n, BN)
@@ -70,10 +71,14 @@ def _rmsnorm_qkv_rope_kernel(
             ln = tl.load(ln_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
             a = ln[None, :] * (h * tl.math.rsqrt(var + eps)[:, None])
             wm = emask[:, None] & cmask[None, :]
-            w1 = tl.load(w_ptr + wrow[:, None] * C + offs_c[None, :], mask=wm, other=0.0).to(tl.float32)
-            w2 = tl.load(w_ptr + (wrow + HALF)[:, None] * C + offs_c[None, :], mask=wm, other=0.0).to(tl.float32)
-            x1 = tl.dot(a, tl.trans(w1), input_precision="ieee")  # [BN, HB]
-            x2 = tl.dot(a, tl.trans(w2), input_precision="ieee")
+            w1 = tl.load(w_ptr + wrow[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
+            w2 = tl.load(w_ptr + (wrow + HALF)[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
+            if TC:  # bf16 mode: bf16 operands (tensor cores), fp32 accumulation
+                x1 = bf16_dot(a, tl.trans(w1), TC)  # [BN, HB]
+                x2 = bf16_dot(a, tl.trans(w2), TC)
+            else:
+                x1 = tl.dot(a, tl.trans(w1.to(tl.float32)), input_precision="ieee")  # [BN, HB]
+                x2 = tl.dot(a, tl.trans(w2.to(tl.float32)), input_precision="ieee")
         else:
             # The inner axis cut into S slices of KS: [S, BN, KS] activations times [S, KS, HB] weights in one
             # batched product, then a sum over the slices. Each slice's FMA chain is KS long instead of C, which
@@ -158,7 +163,7 @@ def _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin,
 
 def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
                      q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
-                     num_warps=4, split_k=0):
+                     num_warps=4, split_k=0, bf16_dots=False):
     """Launch on the first ``n`` slots. Shapes (S = slot capacity of the activation buffers):
 
     x [B, S, C] fp32 residual; parts [P, B, S, C] fp32 or None (then h = x and h_out is unused);
@@ -167,6 +172,8 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
     q_out [B, H, >=n, D] fp32; k_cache, v_cache [B, H, Lmax, D] (fp32 or bf16). ``upstream``: bool.
     ``split_k``: 0 = one product over the whole hidden axis per program; else a power of two >= 16: the
     hidden axis in slices of that many columns, multiplied in parallel and summed (see the kernel).
+    ``bf16_dots`` (bf16 weights only): the product on tensor cores with the normalised activations rounded to
+    bf16 (fp32 accumulation); ``split_k`` is then ignored (one product over the hidden axis).
     """
     _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n)
     B, S, C = x.shape
@@ -174,7 +181,8 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
     P = 0 if parts is None else parts.shape[0]
     if block_h < 16 or block_h & (block_h - 1):
         raise ValueError(f"block_h: expected a power of two >= 16, got {block_h}")
-    ks, nks = split_slices(split_k, C, block_n, block_h)
+    check_bf16_dots(bf16_dots, w_qkv, "w_qkv")
+    ks, nks = split_slices(0 if bf16_dots else split_k, C, block_n, block_h)
     grid = (B * triton.cdiv(n, block_n), 3 * triton.cdiv(H * D // 2, block_h))
     _rmsnorm_qkv_rope_kernel[grid](
         x, x if parts is None else parts, x if h_out is None else h_out, ln_w, w_qkv, cos_tab, sin_tab, pos,
@@ -183,7 +191,7 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), float(eps),
         C=C, H=H, D=D, BLOCK_C=triton.next_power_of_2(C), BN=block_n, HB=block_h,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), WRITE_H=P > 0,
-        KS=ks, S=nks, num_warps=num_warps,
+        KS=ks, S=nks, TC=tc_mode(bf16_dots), num_warps=num_warps,
     )
 
 
@@ -195,7 +203,7 @@ def row_go(alive: torch.Tensor, upstream: bool) -> torch.Tensor:
 
 def rmsnorm_qkv_rope_ref(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
                          q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
-                         num_warps=4, split_k=0):
+                         num_warps=4, split_k=0, bf16_dots=False):
     """Torch reference with the launcher's signature and in-place effects."""
     B, S, C = x.shape
     H, D = k_cache.shape[1], k_cache.shape[3]
@@ -206,6 +214,8 @@ def rmsnorm_qkv_rope_ref(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qo
             h = h + parts[p, :, :n]
         h_out[go, :n] = h[go]
     a = ln_w.float() * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps))
+    if bf16_dots:
+        a = bf16_round(a)
     qkv = (a @ w_qkv.float().t()).view(B, n, 3, H, D).permute(2, 0, 3, 1, 4)  # [3, B, H, n, D]
     p = pos[:, :n].long()
     lo, hi = int(p.min()), int(p.max())

@@ -102,3 +102,22 @@ def test_scratch_of_another_head_dim(device):
     a["scratch"] = AttentionScratch(B * H * -(-S // 16), -(-L // 32), 16, D // 2, device)
     with pytest.raises(ValueError, match="scratch"):
         attention(**a, n=10, upstream=False, block_q=16, chunk=32, block_k=16)
+
+
+@pytest.mark.parametrize("n,block_q,upstream", [(10, 16, False), (34, 32, True)])
+def test_bf16_dots(device, n, block_q, upstream):
+    """bf16 mode's tensor-core attention: queries and head outputs rounded as the reference rounds them; the
+    per-block probabilities are rounded too, which the dense reference cannot mirror (measured under the
+    interpreter: up to 2.8e-3 from the rounded reference, 6.2e-3 from an unrounded one), hence 4e-3."""
+    a = make(device, n, block_q, 64)
+    a["k_cache"], a["v_cache"], a["w_o"] = a["k_cache"].bfloat16(), a["v_cache"].bfloat16(), a["w_o"].bfloat16()
+    ref_out = a["out"].clone()
+    attention(**a, n=n, upstream=upstream, block_q=block_q, chunk=64, block_k=32, bf16_dots=True)
+    attention_ref(**{**a, "out": ref_out}, n=n, upstream=upstream, bf16_dots=True)
+    for b in range(B):
+        j0 = int(a["jmin"][b])
+        close(a["out"][:, b, j0:n], ref_out[:, b, j0:n], rtol=0, atol=4e-3)
+    assert not a["scratch"].cnt.any()
+    with pytest.raises(ValueError, match="bf16_dots"):
+        attention(**make(device, n, block_q, 64), n=n, upstream=upstream, block_q=block_q, chunk=64, block_k=32,
+                  bf16_dots=True)

@@ -113,3 +113,32 @@ def test_down_rejects_aliasing(device):
     a["out"] = a["h"]
     with pytest.raises(ValueError, match="alias"):
         mlp_down(**a, n=10, upstream=False)
+
+
+@pytest.mark.parametrize("n,block_n,upstream", [(10, 16, False), (26, 32, True)])
+def test_bf16_dots_match_ref(device, n, block_n, upstream):
+    """bf16 mode's tensor-core products: the reference rounds the activations to bf16 as the kernels do, so only
+    the summation order differs (split_k is ignored: one product over the inner axis)."""
+    a = make_up(device)
+    a["w_gate_up"] = a["w_gate_up"].bfloat16()
+    b = {k: v.clone() for k, v in a.items()}
+    mlp_gate_up(**a, n=n, eps=1e-5, upstream=upstream, block_n=block_n, block_i=16, split_k=32, bf16_dots=True)
+    mlp_gate_up_ref(**b, n=n, eps=1e-5, upstream=upstream, bf16_dots=True)
+    close(a["h_out"], b["h_out"])
+    close(a["act"], b["act"], rtol=1e-3, atol=1e-4)
+    plain = {k: v.clone() for k, v in b.items()}
+    mlp_gate_up_ref(**plain, n=n, eps=1e-5, upstream=upstream)
+    assert not torch.equal(plain["act"], b["act"])  # the rounding is really modelled
+    a = make_down(device)
+    a["w_down"] = a["w_down"].bfloat16()
+    b = {k: v.clone() for k, v in a.items()}
+    mlp_down(**a, n=n, upstream=upstream, block_n=block_n, block_c=16, split_k=32, bf16_dots=True)
+    mlp_down_ref(**b, n=n, upstream=upstream, bf16_dots=True)
+    close(a["out"], b["out"], rtol=1e-3, atol=1e-4)
+
+
+def test_bf16_dots_need_bf16_weights(device):
+    with pytest.raises(ValueError, match="bf16_dots.*w_gate_up"):
+        mlp_gate_up(**make_up(device), n=10, eps=1e-5, upstream=False, bf16_dots=True)
+    with pytest.raises(ValueError, match="bf16_dots.*w_down"):
+        mlp_down(**make_down(device), n=10, upstream=False, bf16_dots=True)

@@ -81,3 +81,21 @@ def test_launcher_errors(device, name, bad):
     a[name] = bad(a[name])
     with pytest.raises(ValueError, match=name):
         rmsnorm_qkv_rope(**a, n=10, eps=1e-5, upstream=False)
+
+
+@pytest.mark.parametrize("n,upstream,block_n", [(10, False, 16), (26, True, 32)])
+def test_bf16_dots(device, n, upstream, block_n):
+    """bf16 mode's tensor-core qkv product: the reference rounds the normalised activations to bf16 as the kernel
+    does; the cache entries are bf16, so they agree to a bf16 rounding step."""
+    a = make(device, parts=2)
+    a["w_qkv"], a["ln_w"] = a["w_qkv"].bfloat16(), a["ln_w"].bfloat16()
+    a["k_cache"], a["v_cache"] = a["k_cache"].bfloat16(), a["v_cache"].bfloat16()
+    b = clone(a)
+    rmsnorm_qkv_rope(**a, n=n, eps=1e-5, upstream=upstream, block_n=block_n, split_k=32, bf16_dots=True)
+    rmsnorm_qkv_rope_ref(**b, n=n, eps=1e-5, upstream=upstream, bf16_dots=True)
+    close(a["q_out"], b["q_out"], rtol=1e-3, atol=1e-4)
+    close(a["h_out"], b["h_out"])
+    close(a["k_cache"].float(), b["k_cache"].float(), rtol=1e-2, atol=1e-2)
+    close(a["v_cache"].float(), b["v_cache"].float(), rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="bf16_dots.*w_qkv"):
+        rmsnorm_qkv_rope(**make(device), n=n, eps=1e-5, upstream=upstream, bf16_dots=True)

@@ -97,6 +97,9 @@ class TritonGenerator:
         # slices for larger checkpoints, so CPU runs slice only the decode feed.
         self.decode_split_k = 32
         self.prefill_split_k = 0 if interp else 32
+        # bf16 mode only: the decoder's products on tensor cores (bf16 operands, fp32 accumulation) instead of
+        # fp32 FMA products of bf16 weights; bench/engine_gpu.py --bf16 --bf16-dots measures it
+        self.bf16_dots = False
         self._pool: dict[tuple, list[Workspace]] = {}
 
     # ----- public API ---------------------------------------------------------------------------------------
@@ -230,19 +233,20 @@ class TritonGenerator:
         The residual stream enters in ws.x (layer 0) or ws.hB and leaves in ws.hB; ws.hA holds the mid-layer h1.
         """
         ops, eps = self.ops, self.eps
+        tc = self.bf16_dots and self.dtype == torch.bfloat16
         for li, lw in enumerate(self.w.layers):
             x_in = ws.x if li == 0 else ws.hB
             ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
                                  pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
-                                 block_n=block, block_h=self.head_block, split_k=split)
+                                 block_n=block, block_h=self.head_block, split_k=split, bf16_dots=tc)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
                           scratch, n, key_end, upstream, block_q=block, chunk=ws.chunk,
                           block_k=self.key_block, num_warps=self.attention_warps, merge_group=self.merge_group,
-                          oproj_block=self.oproj_block)
+                          oproj_block=self.oproj_block, bf16_dots=tc)
             ops.mlp_gate_up(x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n, eps, upstream,
-                            block_n=block, block_i=self.mlp_block_i, split_k=split)
+                            block_n=block, block_i=self.mlp_block_i, split_k=split, bf16_dots=tc)
             ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=block,
-                         block_c=self.mlp_block_c, block_k=self.mlp_block_k, split_k=split)
+                         block_c=self.mlp_block_c, block_k=self.mlp_block_k, split_k=split, bf16_dots=tc)
 
     def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None):
         B = ws.rows
