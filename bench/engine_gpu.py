@@ -128,7 +128,10 @@ def main() -> None:
     ap.add_argument("--oproj-block", type=int, default=None, help="attention o_proj columns a product (all)")
     ap.add_argument("--select-warps", type=int, default=None, help="warps of a heads_select program (4)")
     ap.add_argument("--vocab-parts", type=int, default=None, help="heads_select programs a head (9 on the GPU)")
-    ap.add_argument("--bf16-dots", action="store_true", help="with --bf16: the decoder's products on tensor cores")
+    ap.add_argument("--bf16-dots", dest="bf16_dots", action="store_const", const=True, default=None,
+                    help="with --bf16: the decoder's products on tensor cores (the default)")
+    ap.add_argument("--no-bf16-dots", dest="bf16_dots", action="store_const", const=False,
+                    help="with --bf16: fp32 FMA products of the bf16 weights (the engine before session 6)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")

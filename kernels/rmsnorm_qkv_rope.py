@@ -236,5 +236,10 @@ def rmsnorm_qkv_rope_ref(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qo
         j0 = int(jmin[b])
         r0 = int(qoff[b]) + int(qoff_add)
         if j0 < n:
-            k_cache[b, :, r0 + j0:r0 + n] = k[b, :, j0:].to(k_cache.dtype)
-            v_cache[b, :, r0 + j0:r0 + n] = v[b, :, j0:].to(v_cache.dtype)
+            k_cache[b, :, r0 + j0:r0 + n] = _cache_cast(k[b, :, j0:], k_cache.dtype)
+            v_cache[b, :, r0 + j0:r0 + n] = _cache_cast(v[b, :, j0:], v_cache.dtype)
+
+
+def _cache_cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """K/V values as the kernel stores them: a bf16 cache gets the platform's conversion (see bf16_round)."""
+    return bf16_round(t).to(dtype) if dtype == torch.bfloat16 else t.to(dtype)

@@ -217,18 +217,6 @@ def test_gpu_repeated_batched_calls_are_bit_identical(model, semantics):
             assert torch.equal(a.ids, b.ids) and torch.equal(a.confidence, b.confidence)
 
 
-@needs_gpu
-def test_gpu_bf16_agrees_mostly(model):
-    cfg, w, _ = model
-    v = _clip(model, "clip224_t4")
-    T = v.shape[1]
-    ref, _ = TritonGenerator(w, cfg).run(v, [198] * T, None, "upstream")
-    out, _ = TritonGenerator(w, cfg, dtype=torch.bfloat16).run(v, [198] * T, None, "upstream")
-    f0 = out.frames[0].ids
-    agree = (f0 == ref.frames[0].ids).float().mean().item()
-    assert agree > 0.5, agree  # bf16 may flip decisions; the first frame should mostly agree
-
-
 @pytest.mark.parametrize("chunk,key_block,down_k,split_k,prefill_split_k,vocab_parts,merge_group,oproj", [
     (64, 64, 64, 0, 0, 3, 2, 64), (128, 32, 256, 16, 0, 1, 8, None), (256, 64, 128, 64, 64, 9, 16, 32)])
 def test_other_split_sizes_match_reference(model, vision, chunk, key_block, down_k, split_k, prefill_split_k,
@@ -281,17 +269,19 @@ def test_too_large_for_32bit_offsets_is_a_clear_error(model):
 
 
 
-def test_bf16_dots_engine_matches_torch_ops(model, vision):
-    """bf16 mode with tensor-core products (``bf16_dots``): the Triton kernels against the same engine on their
-    torch references (which round the products' operands the same way, except the attention's per-block
-    probabilities), on the trimmed fixture inputs. bf16 is allowed to differ: the random-weight logits are
-    nearly flat, and one near-tie of these 52 slots flips; every other decision and confidence must agree."""
+@pytest.mark.parametrize("dots", [True, False])
+def test_bf16_engine_matches_torch_ops(model, vision, dots):
+    """bf16 mode, with tensor-core products (``bf16_dots``, the default) or fp32 products of bf16 weights: the
+    Triton kernels against the same engine on their torch references (which round the products' operands the
+    same way, except the attention's per-block probabilities), on the trimmed fixture inputs. bf16 may differ
+    from fp32 (its agreement is reported by bench/bf16_agreement.py, not asserted: the random-weight logits are
+    nearly flat); here one near-tie of the 52 slots may flip, every other decision and confidence must agree."""
     cfg, w, _ = model
     v = vision[:2].contiguous()
     outs = []
     for backend in ("triton", "torch"):
         g = TritonGenerator(w, cfg, dtype=torch.bfloat16, use_cuda_graph=False, backend=backend)
-        g.bf16_dots = True
+        g.bf16_dots = dots
         out, _ = g.run(v, [13, 13], None, "independent")
         outs.append(out)
     same = total = 0
@@ -301,16 +291,3 @@ def test_bf16_dots_engine_matches_torch_ops(model, vision):
         same, total = same + int(eq.sum()), total + eq.numel()
         torch.testing.assert_close(a.confidence[eq], b.confidence[eq], rtol=0, atol=2e-3)
     assert same >= total - 1, f"{total - same} of {total} decisions differ"
-
-
-@needs_gpu
-def test_gpu_bf16_dots_agree_mostly(model):
-    cfg, w, _ = model
-    v = _clip(model, "clip224_t4")
-    T = v.shape[1]
-    ref, _ = TritonGenerator(w, cfg).run(v, [198] * T, None, "upstream")
-    g = TritonGenerator(w, cfg, dtype=torch.bfloat16)
-    g.bf16_dots = True
-    out, _ = g.run(v, [198] * T, None, "upstream")
-    agree = (out.frames[0].ids == ref.frames[0].ids).float().mean().item()
-    assert agree > 0.5, agree  # as plain bf16 (test_gpu_bf16_agrees_mostly): decisions may flip

@@ -98,8 +98,9 @@ class TritonGenerator:
         self.decode_split_k = 32
         self.prefill_split_k = 0 if interp else 32
         # bf16 mode only: the decoder's products on tensor cores (bf16 operands, fp32 accumulation) instead of
-        # fp32 FMA products of bf16 weights; bench/engine_gpu.py --bf16 --bf16-dots measures it
-        self.bf16_dots = False
+        # fp32 FMA products of bf16 weights: 66.3 -> 35.1 ms a 16x224 clip, 177.3 -> 72.1 ms 8 clips on the H100
+        # (bench/RESULTS.md sixth pass; bench/engine_gpu.py --bf16 [--no-bf16-dots])
+        self.bf16_dots = True
         self._pool: dict[tuple, list[Workspace]] = {}
 
     # ----- public API ---------------------------------------------------------------------------------------
