@@ -14,7 +14,7 @@ import torch
 
 from .config import PreprocessorConfig
 from .model import AutoGaze, check_video, thresholds
-from .record import assemble_record, split_record
+from .record import assemble_record
 from .tiling import DEFAULT_MODE, TileGrid, affine_lut, check_mode, cut_tiles, plan_tiles, resize_canvas_float, \
     resize_packed, stitch_masks
 from .trace import GazeTrace
@@ -292,11 +292,11 @@ class AutoGazePipeline:
 
 
 class GazeStream:
-    """Frame-by-frame gaze through the model's upstream-compatible ``use_cache`` call (KV and conv caches), one
-    cache per tile batch, tiles in independent semantics. The context restarts every ``clip_len`` frames, as
-    upstream's 16-frame clips do, so each push equals the whole-clip trace of its clip at that frame.
-
-    Confidence comes from the model call's extra ``confidence`` key.
+    """Frame-by-frame gaze with the model's KV and conv caches carried from push to push (one cache per tile
+    batch, tiles in independent semantics). The context restarts every ``clip_len`` frames, as upstream's
+    16-frame clips do, so each push equals the whole-clip trace of its clip at that frame. (The caches are the
+    ones upstream's ``use_cache`` call carries; a push calls the model directly, without building that call's
+    upstream-layout outputs.)
     """
 
     def __init__(self, pipeline: AutoGazePipeline, options: GazeOptions, clip_len: int):
@@ -307,7 +307,7 @@ class GazeStream:
         self.frames_seen = 0  # frames pushed so far: the next trace's start_frame
         self._t = 0  # position inside the current context
         self._source: tuple | None = None  # (kind, H, W) fixed by the first frame
-        self._past: list[dict] = []  # per tile batch: the past_* arguments of the next call
+        self._past: list[tuple] = []  # per tile batch: (engine state, conv cache) for the next call
 
     def reset(self) -> None:
         """Drop the context: the next frame starts a new clip."""
@@ -336,22 +336,17 @@ class GazeStream:
         grid = p.plan(int(H), int(W), self.options.mode)
         tiles_of = p.packed_tiles(pixels, grid) if kind == "packed" else p.normalised_tiles(pixels, grid)
         opts = self.options.for_frames(self._t, self._t + 1)
-        ratio = ratio_for_budget(model.budgets(_ratio(opts), 1, opts.max_gaze_tokens_each_frame)[0],
-                                 model.config.num_vision_tokens_each_frame)
-        ids_parts, conf_parts, past = [], [], []
         n, step = grid.num_tiles, opts.tile_batch_size
+        budgets, tau = p._schedule(opts, n, 1)
+        ids_parts, conf_parts, past = [], [], []
         for k, start in enumerate(range(0, n, step)):
-            out = model({"video": tiles_of(range(start, min(n, start + step)))}, gazing_ratio=ratio,
-                        task_loss_requirement=_tau(opts), generate_only=True, use_cache=True,
-                        batch_semantics="independent", **(self._past[k] if self._past else {}))
-            past.append({"past_key_values": out["past_key_values"], "past_inputs_embeds": out["past_input_embeds"],
-                         "past_attention_mask": out["past_attention_mask"],
-                         "past_conv_values": out["past_conv_values"]})
-            ids_parts.append(split_record(model.config, out["gazing_pos"], out["if_padded_gazing"],
-                                          out["num_gazing_each_frame"]))
-            conf = out.get("confidence")
-            conf_parts.append([conf if conf is not None else torch.full(out["gazing_pos"].shape, float("nan"),
-                                                                        device=p.device)])
+            stop = min(n, start + step)
+            state, conv = self._past[k] if self._past else (None, None)
+            g = model._generate(tiles_of(range(start, stop)), budgets, None if tau is None else tau[start:stop],
+                                "independent", state, conv)
+            past.append((g.state, g.conv_cache))
+            ids_parts.append([f.ids for f in g.out.frames])
+            conf_parts.append([f.confidence for f in g.out.frames])
         trace = p.assemble(grid, merge_tiles(model.config.eos_id, ids_parts), merge_tiles(0.0, conf_parts), opts,
                            start_frame=self.frames_seen)
         self.frames_seen += 1
@@ -360,12 +355,6 @@ class GazeStream:
         if self._t == self.clip_len:
             self.reset()
         return trace
-
-
-def ratio_for_budget(budget: int, num_vision_tokens: int) -> float:
-    """A gazing ratio whose upstream budget (float32 ratio * NV, truncated) is exactly ``budget``: the upstream
-    call takes ratios, not token caps."""
-    return 1.0 if budget >= num_vision_tokens else (budget + 0.5) / num_vision_tokens
 
 
 def merge_tiles(fill: float | int, parts: list[list[torch.Tensor]]) -> list[torch.Tensor]:
