@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
@@ -27,11 +28,9 @@ def tc_mode(bf16_dots: bool) -> int:
     return 2 if interpreting() else 1
 
 
-def bf16_round(t):
+def bf16_round(t: torch.Tensor) -> torch.Tensor:
     """fp32 tensor -> the fp32 values a kernel's ``.to(tl.bfloat16)`` gives: round to nearest even on the GPU,
     truncation under the interpreter (what Triton 3.9's interpreter does). For the torch references."""
-    import torch
-
     t = t.float()
     if interpreting():
         return (t.contiguous().view(torch.int32) & -65536).view(torch.float32)

@@ -208,41 +208,41 @@ class AutoGazePipeline:
             raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
         T = frames.shape[0]
         grid = self.plan(frames.shape[1], frames.shape[2], opts.mode)
-        budgets, tau = self._schedule(opts, 1, T)
-        ids, conf = [], []
-        state = conv = None
+        ids, conf, past = [], [], None
         for a in range(0, T, chunk):
             b = min(T, a + chunk)
             if ready is not None:
                 ready(b)
-            video = self.packed_tiles(frames[a:b], grid)(range(1))
-            g = self.model._generate(video, budgets[a:b], None if tau is None else tau[:, a:b], "independent",
-                                     state, conv)
-            state, conv = g.state, g.conv_cache
-            ids += [f.ids for f in g.out.frames]
-            conf += [f.confidence for f in g.out.frames]
+            chunk_ids, chunk_conf, past = self._gaze_tiles(self.packed_tiles(frames[a:b], grid), grid, b - a,
+                                                           opts.for_frames(a, b), past)
+            ids += chunk_ids
+            conf += chunk_conf
         return self.assemble(grid, ids, conf, opts)
 
-    def _schedule(self, opts: GazeOptions, rows: int, T: int) -> tuple[list[int], torch.Tensor | None]:
-        """Per-frame budgets (T ints) and task-loss thresholds [rows, T] (None: no stopping) of ``opts``."""
+    def _gaze_tiles(self, tiles_of, grid: TileGrid, T: int, opts: GazeOptions, past: list[tuple] | None = None):
+        """Every tile batch of T frames through the model, each batch carrying on from its (engine state, conv
+        cache) in ``past`` (None: a fresh clip). Returns the per-frame ids [num_tiles, L_t] and confidences laid
+        out as one independent-semantics call over all tiles would give them, and each batch's caches.
+
+        The engine's per-frame ids go straight to one assembly: no per-batch trace is built and split again."""
+        n, step = grid.num_tiles, opts.tile_batch_size
         budgets = self.model.budgets(_ratio(opts), T, opts.max_gaze_tokens_each_frame)
         tau = _tau(opts)
-        return budgets, None if tau is None else thresholds(tau, rows, T, self.device)
-
-    def _run(self, tiles_of, grid: TileGrid, T: int, opts: GazeOptions) -> GazeTrace:
-        # the engine's per-frame ids go straight to one assembly (no per-batch trace to build and split again:
-        # those small ops cost about a millisecond of launches a clip)
-        n, step = grid.num_tiles, opts.tile_batch_size
-        budgets, tau = self._schedule(opts, n, T)
-        ids_parts, conf_parts = [], []
-        for start in range(0, n, step):
+        tau = None if tau is None else thresholds(tau, n, T, self.device)
+        ids_parts, conf_parts, caches = [], [], []
+        for k, start in enumerate(range(0, n, step)):
             stop = min(n, start + step)
-            g = self.model._generate(tiles_of(range(start, stop)), budgets,
-                                     None if tau is None else tau[start:stop], "independent")
+            state, conv = past[k] if past else (None, None)
+            g = self.model._generate(tiles_of(range(start, stop)), budgets, None if tau is None else tau[start:stop],
+                                     "independent", state, conv)
+            caches.append((g.state, g.conv_cache))
             ids_parts.append([f.ids for f in g.out.frames])
             conf_parts.append([f.confidence for f in g.out.frames])
-        return self.assemble(grid, merge_tiles(self.model.config.eos_id, ids_parts), merge_tiles(0.0, conf_parts),
-                             opts)
+        return merge_tiles(self.model.config.eos_id, ids_parts), merge_tiles(0.0, conf_parts), caches
+
+    def _run(self, tiles_of, grid: TileGrid, T: int, opts: GazeOptions) -> GazeTrace:
+        ids, conf, _ = self._gaze_tiles(tiles_of, grid, T, opts)
+        return self.assemble(grid, ids, conf, opts)
 
     def assemble(self, grid: TileGrid, frame_ids: list[torch.Tensor], confidence: list[torch.Tensor],
                  opts: GazeOptions, start_frame: int = 0) -> GazeTrace:
@@ -316,7 +316,7 @@ class GazeStream:
     def push(self, frame: Any) -> GazeTrace:
         """frame: uint8 [H, W, 3|4] packed (numpy or tensor), or a normalised fp32 tensor [3, H, W].
         Returns a one-frame GazeTrace (rows = tiles; ``start_frame`` = this frame's index in the stream)."""
-        p, model = self.pipeline, self.pipeline.model
+        p = self.pipeline
         if isinstance(frame, np.ndarray) or (torch.is_tensor(frame) and frame.dtype == torch.uint8):
             pixels = p.packed(frame, "frame")
             kind, (H, W) = "packed", pixels.shape[1:3]
@@ -336,19 +336,8 @@ class GazeStream:
         grid = p.plan(int(H), int(W), self.options.mode)
         tiles_of = p.packed_tiles(pixels, grid) if kind == "packed" else p.normalised_tiles(pixels, grid)
         opts = self.options.for_frames(self._t, self._t + 1)
-        n, step = grid.num_tiles, opts.tile_batch_size
-        budgets, tau = p._schedule(opts, n, 1)
-        ids_parts, conf_parts, past = [], [], []
-        for k, start in enumerate(range(0, n, step)):
-            stop = min(n, start + step)
-            state, conv = self._past[k] if self._past else (None, None)
-            g = model._generate(tiles_of(range(start, stop)), budgets, None if tau is None else tau[start:stop],
-                                "independent", state, conv)
-            past.append((g.state, g.conv_cache))
-            ids_parts.append([f.ids for f in g.out.frames])
-            conf_parts.append([f.confidence for f in g.out.frames])
-        trace = p.assemble(grid, merge_tiles(model.config.eos_id, ids_parts), merge_tiles(0.0, conf_parts), opts,
-                           start_frame=self.frames_seen)
+        ids, conf, past = p._gaze_tiles(tiles_of, grid, 1, opts, self._past)
+        trace = p.assemble(grid, ids, conf, opts, start_frame=self.frames_seen)
         self.frames_seen += 1
         self._t += 1
         self._past = past

@@ -51,7 +51,8 @@ class HostUploader:
                 and MIN_STAGED_BYTES <= nbytes <= MAX_STAGED_BYTES)
 
     def __call__(self, src: torch.Tensor) -> torch.Tensor:
-        """src: contiguous CPU tensor [T, ...] -> the same values on ``self.device`` (queued on its current stream)."""
+        """src: contiguous CPU tensor [T, ...] -> the same values on ``self.device`` (the current stream waits for
+        the copy)."""
         with self.staged(src) as up:
             pass
         return up.out
