@@ -78,3 +78,26 @@ def test_gpu_graphs_two_batch_sizes_one_model(order):
             got = fast.generate(video[:B], **kw)
             torch.cuda.synchronize()
             assert torch.equal(want.gazing_pos.cpu(), got.gazing_pos.cpu()), f"B={B} call {call}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA graphs)")
+def test_gpu_graphed_encoder_equals_eager():
+    """Calls of a few frames replay the encoder from CUDA graphs: the same bits as eager launches, over a chain
+    of conv caches, with two interleaved streams on one model (each call's outputs are its own), inside and
+    outside inference mode."""
+    from triton_autogaze.kernels.patch_embed import patch_embed
+
+    m = AutoGaze.from_pretrained(model_dir(), device="cuda", backend="triton")
+    g = torch.Generator().manual_seed(0)
+    clips = [torch.randn(1, 6, 3, 224, 224, generator=g).cuda() for _ in range(2)]
+    caches = [None, None]
+    for t in range(6):
+        for s, clip in enumerate(clips):  # interleaved: stream 1's call between two of stream 0's
+            frame = clip[:, t:t + 1]
+            want, want_cache = patch_embed(frame.contiguous(), m._patch_weights, caches[s]) if t else (None, None)
+            ctx = torch.inference_mode() if s == 0 else torch.no_grad()
+            with ctx:
+                got, caches[s] = m.encode(frame, caches[s])
+            if want is not None:
+                assert torch.equal(got, want) and torch.equal(caches[s], want_cache), f"stream {s} frame {t}"
+    assert len(m._encoder._graphs) == 2  # one frame without a cache (each stream's first), one with

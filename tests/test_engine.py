@@ -233,6 +233,31 @@ def test_other_split_sizes_match_reference(model, vision, chunk, key_block, down
     assert_same(out, reference(model, v, [13, 13], None, "independent"))
 
 
+def test_decode_chunk_grows_with_keys_and_rows(model):
+    """The GPU rule (bench/attention_micro.py): the smallest chunk that keeps rows x heads x splits <= 128."""
+    cfg, w, _ = model
+    g = TritonGenerator(w, cfg, use_cuda_graph=False)
+    g.decode_chunks, g.key_block, g.chunk = (64, 128), 64, 256
+    assert [g.decode_chunk(1, k) for k in (100, 1000, 1344, 1345, 2000, 3600)] == [64, 64, 64, 128, 128, 256]
+    assert [g.decode_chunk(8, k) for k in (100, 1000, 3600)] == [64, 256, 256]
+    g.decode_chunks = ()
+    assert g.decode_chunk(1, 100) == 256
+
+
+def test_adaptive_decode_chunks_match_reference(model, vision):
+    """Decode feeds taking 32-, 64- and 128-key chunks as the cache grows (each step its own split count and
+    scratch use) give the reference's tokens; every ticket is back to zero after the call."""
+    cfg, w, _ = model
+    g = TritonGenerator(w, cfg, use_cuda_graph=False, chunk=256)
+    g.key_block, g.decode_chunks, g.decode_programs = 32, (32, 64, 128), 2 * 6 * 8
+    v = vision[:2].contiguous()
+    ends = {g.decode_chunk(2, e) for e in range(200, 700, 10)}
+    assert ends == {32, 64, 128}
+    out, st = g.run(v, [30, 30], None, "independent")
+    assert_same(out, reference(model, v, [30, 30], None, "independent"))
+    assert not st._ws.att_decode.cnt.any()
+
+
 @pytest.mark.parametrize("semantics", ["upstream", "independent"])
 def test_tickets_are_back_to_zero_after_a_call(model, vision, semantics):
     """The attention merge and the selection hand work to the last program of a group through integer tickets;

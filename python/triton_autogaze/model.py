@@ -143,6 +143,7 @@ class AutoGaze:
                 self._torch_gen = TorchGenerator(cpu_fast.FastDecoder(self.decoder), config)
         self._triton_gen = None
         self._patch_weights = None
+        self._encoder = None
         self.use_cuda_graph = use_cuda_graph
         self.checkpoint_dir: Path | None = None
 
@@ -183,7 +184,13 @@ class AutoGaze:
 
             if self._patch_weights is None:
                 self._patch_weights = prepare_patch_embed_weights(self.weights)
+                if self.use_cuda_graph and self.device.type == "cuda":
+                    from .engine.encoder import GraphedEncoder
+
+                    self._encoder = GraphedEncoder(self._patch_weights)
             video = resize_to_model(video, self.config.input_img_size).contiguous()
+            if self._encoder is not None:  # calls of a few frames (streaming) replay CUDA graphs
+                return self._encoder(video, conv_cache)
             return patch_embed(video, self._patch_weights, conv_cache)
         return encode_video(self.weights, self.config, video, conv_cache)
 

@@ -87,6 +87,13 @@ class TritonGenerator:
         self.merge_group = 8
         self.oproj_block = None  # attention's o_proj columns per product (None: all in one)
         self.select_warps = 4
+        # Decode attention while the cache is short: the smallest of these chunks that keeps the launch at most
+        # decode_programs programs (rows x heads x splits), else ``chunk``. A split walks its chunk's key blocks
+        # in sequence and the last split merges them all, so the best chunk grows with the keys and the rows:
+        # H100, fp32, one row: 1000 keys 17.3 / 14.2 / 12.7 us a launch at chunk 256 / 128 / 64, 3600 keys
+        # 20.5 / 23.3 / 34.6 us; 8 rows: chunk 256 best from 1000 keys (bench/attention_micro.py, RESULTS.md).
+        self.decode_chunks = () if interp else (64, 128)
+        self.decode_programs = 128
         # heads_select programs a head, each reading 1/P of its lm_head rows: on the GPU one 32-row vocabulary
         # chunk a program (9 for 266 ids: 71.1 -> 67.0 ms a clip, bench/RESULTS.md sixth pass)
         self.select_vocab_parts = 1 if interp else -(-d.vocab_size // 32)
@@ -156,7 +163,18 @@ class TritonGenerator:
         return B, T
 
     def _new_workspace(self, B: int, capacity: int) -> Workspace:
-        return Workspace(self.cfg, B, capacity, self.device, self.dtype, self.w.inv_freq, self.prefill_block, self.decode_block, self.chunk)
+        H = self.cfg.decoder.num_attention_heads
+        splits = self.decode_programs // (B * H) if self.decode_chunks else 0
+        return Workspace(self.cfg, B, capacity, self.device, self.dtype, self.w.inv_freq, self.prefill_block,
+                         self.decode_block, self.chunk, decode_splits=splits)
+
+    def decode_chunk(self, B: int, key_end: int) -> int:
+        """Keys per attention split of a decode feed whose queries see at most ``key_end`` keys (see __init__)."""
+        H = self.cfg.decoder.num_attention_heads
+        for c in self.decode_chunks:
+            if c < self.chunk and c % self.key_block == 0 and B * H * -(-key_end // c) <= self.decode_programs:
+                return c
+        return self.chunk
 
     def _acquire(self, B: int, cap: int) -> Workspace:
         """A free workspace of B rows and capacity ``cap`` from the pool (with its captured graphs), or a new one."""
@@ -216,11 +234,13 @@ class TritonGenerator:
                             bufs.ids[t], bufs.conf[t], bufs.lens[t], K * (fp.steps - 1), eos)
             pre_end = fp.start_hi + fp.pending_hi + N
             self._decoder(ws, S, ws.pre_qoff, 0, ws.pre_jmin, ws.pos, ws.alive[0], pre_end, ws.att_prefill,
-                          ws.prefill_block, self.prefill_split_k, upstream)
+                          ws.prefill_block, self.prefill_split_k, upstream, ws.chunk)
             for s in range(fp.steps):
                 if s > 0:
-                    self._decoder(ws, K, ws.fstart, K * (s - 1), ws.zeros, ws.dpos, ws.alive[s], pre_end + K * s,
-                                  ws.att_decode, ws.decode_block, self.decode_split_k, upstream)
+                    key_end = pre_end + K * s
+                    self._decoder(ws, K, ws.fstart, K * (s - 1), ws.zeros, ws.dpos, ws.alive[s], key_end,
+                                  ws.att_decode, ws.decode_block, self.decode_split_k, upstream,
+                                  self.decode_chunk(ws.rows, key_end))
                 ops.heads_select(ws.hB, None, w.norm, w.lm_head, w.tl_head, ws.alive[s], ws.alive[s + 1],
                                  bufs.tau[t] if has_tau else None, ws.select, ws.ban, w.embed, ws.x, ws.chunk_ids,
                                  ws.chunk_n, bufs.ids[t], bufs.conf[t], bufs.lens[t],
@@ -229,7 +249,7 @@ class TritonGenerator:
             ops.frame_finish(bufs.ids[t], bufs.lens[t], ws.chunk_n, ws.fstart, ws.clen, ws.ccount, ws.keymask, eos)
 
     def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, split,
-                 upstream):
+                 upstream, chunk):
         """The 4 layers over n slots, each rmsnorm_qkv_rope -> attention (+o_proj) -> mlp_gate_up -> mlp_down.
 
         The residual stream enters in ws.x (layer 0) or ws.hB and leaves in ws.hB; ws.hA holds the mid-layer h1.
@@ -242,7 +262,7 @@ class TritonGenerator:
                                  pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
                                  block_n=block, block_h=self.head_block, split_k=split, bf16_dots=tc)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
-                          scratch, n, key_end, upstream, block_q=block, chunk=ws.chunk,
+                          scratch, n, key_end, upstream, block_q=block, chunk=chunk,
                           block_k=self.key_block, num_warps=self.attention_warps, merge_group=self.merge_group,
                           oproj_block=self.oproj_block, bf16_dots=tc)
             ops.mlp_gate_up(x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n, eps, upstream,

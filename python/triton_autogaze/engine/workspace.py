@@ -61,7 +61,7 @@ class Workspace:
     """All buffers of one batch of ``rows`` rows with room for ``capacity`` cached tokens per row."""
 
     def __init__(self, cfg: AutoGazeConfig, rows: int, capacity: int, device: torch.device, dtype: torch.dtype,
-                 inv_freq: torch.Tensor, prefill_block: int, decode_block: int, chunk: int):
+                 inv_freq: torch.Tensor, prefill_block: int, decode_block: int, chunk: int, decode_splits: int = 0):
         d = cfg.decoder
         K, N, C = d.num_multi_token_pred, cfg.num_tokens, d.hidden_size
         H, D, V = d.num_attention_heads, d.head_dim, d.vocab_size
@@ -108,7 +108,10 @@ class Workspace:
         self.prefill_block, self.decode_block, self.chunk = prefill_block, decode_block, chunk
         nsplit = triton.cdiv(capacity, chunk)
         self.att_prefill = AttentionScratch(B * H * triton.cdiv(S, prefill_block), nsplit, prefill_block, D, device)
-        self.att_decode = AttentionScratch(B * H * triton.cdiv(K, decode_block), nsplit, decode_block, D, device)
+        # decode feeds may take smaller chunks while the cache is short (TritonGenerator.decode_chunk): at most
+        # decode_splits splits then
+        self.att_decode = AttentionScratch(B * H * triton.cdiv(K, decode_block), max(nsplit, decode_splits),
+                                           decode_block, D, device)
         self.select = SelectScratch(B, K, V, device)
         self.graphs: dict = {}
         self.seen: set = set()
