@@ -150,6 +150,7 @@ def _temporal_block_kernel(
     bo_ptr,  # [C] fp32 out_proj bias
     pos_ptr,  # [N, C] fp32 pos_embed
     out_ptr,  # [B, T, N, C] fp32 vision_embeds
+    part_ptr,  # [KSPLIT, M, C] fp32 conv partial sums (MODE 1 writes, MODE 2 reads)
     M,  # B*T*N output tokens
     T,  # frames per row of the batch
     C: tl.constexpr,  # channels (192) = NCH * BLOCK_N
@@ -161,8 +162,11 @@ def _temporal_block_kernel(
     NCH: tl.constexpr,  # accumulators (1..4)
     BLOCK_K: tl.constexpr,  # input channels per step; divides C so a step never straddles two taps
     DOT_F32: tl.constexpr,  # upcast GEMM operands to fp32 (interpreter only, see _mma)
+    MODE: tl.constexpr,  # 0: the whole op; 1: conv partial sums over program_id(1)'s K slice; 2: op from partials
+    KSPLIT: tl.constexpr,  # K slices of modes 1 and 2
 ):
     N: tl.constexpr = G * G
+    KTOT: tl.constexpr = KT * KS * KS * C
     pid = tl.program_id(0)
     rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     m_ok = rm < M
@@ -182,7 +186,23 @@ def _temporal_block_kernel(
     acc1 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc3 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kk in range(0, KT * KS * KS * C, BLOCK_K):
+    k_lo = 0
+    k_hi = KTOT
+    if MODE == 1:
+        k_lo = tl.program_id(1) * (KTOT // KSPLIT)
+        k_hi = k_lo + KTOT // KSPLIT
+    if MODE == 2:
+        k_hi = 0  # no conv steps: the sums come from the partials, in slice order
+        for sl in range(KSPLIT):
+            pp = part_ptr + (sl * M + rm)[:, None] * C + rn[None, :]
+            acc0 += tl.load(pp)
+            if NCH > 1:
+                acc1 += tl.load(pp + BLOCK_N)
+            if NCH > 2:
+                acc2 += tl.load(pp + 2 * BLOCK_N)
+            if NCH > 3:
+                acc3 += tl.load(pp + 3 * BLOCK_N)
+    for kk in range(k_lo, k_hi, BLOCK_K):
         tap = kk // C
         si = i + (tap // KS) % KS - KS // 2
         sj = j + tap % KS - KS // 2
@@ -197,32 +217,41 @@ def _temporal_block_kernel(
             acc2 = _mma(a, tl.load(w_ptrs + 2 * BLOCK_N), acc2, DOT_F32)
         if NCH > 3:
             acc3 = _mma(a, tl.load(w_ptrs + 3 * BLOCK_N), acc3, DOT_F32)
-
-    # ReLU(conv + bias), rounded to the GEMM dtype (bf16 mode feeds out_proj bf16 operands)
-    h_ty = wo_ptr.dtype.element_ty
-    h0 = tl.maximum(acc0 + tl.load(bc_ptr + rn)[None, :], 0.0).to(h_ty)
-    h1 = h0  # unused chunks alias h0; their dots are compiled out
-    h2 = h0
-    h3 = h0
-    if NCH > 1:
-        h1 = tl.maximum(acc1 + tl.load(bc_ptr + BLOCK_N + rn)[None, :], 0.0).to(h_ty)
-    if NCH > 2:
-        h2 = tl.maximum(acc2 + tl.load(bc_ptr + 2 * BLOCK_N + rn)[None, :], 0.0).to(h_ty)
-    if NCH > 3:
-        h3 = tl.maximum(acc3 + tl.load(bc_ptr + 3 * BLOCK_N + rn)[None, :], 0.0).to(h_ty)
-    for c0 in range(0, C, BLOCK_N):
-        wo_ptrs = wo_ptr + rn[:, None] * C + (c0 + rn)[None, :]
-        o = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        o = _mma(h0, tl.load(wo_ptrs), o, DOT_F32)
+    if MODE == 1:
+        pp = part_ptr + (tl.program_id(1) * M + rm)[:, None] * C + rn[None, :]
+        tl.store(pp, acc0, mask=m_ok[:, None])
         if NCH > 1:
-            o = _mma(h1, tl.load(wo_ptrs + BLOCK_N * C), o, DOT_F32)
+            tl.store(pp + BLOCK_N, acc1, mask=m_ok[:, None])
         if NCH > 2:
-            o = _mma(h2, tl.load(wo_ptrs + 2 * BLOCK_N * C), o, DOT_F32)
+            tl.store(pp + 2 * BLOCK_N, acc2, mask=m_ok[:, None])
         if NCH > 3:
-            o = _mma(h3, tl.load(wo_ptrs + 3 * BLOCK_N * C), o, DOT_F32)
-        o += tl.load(bo_ptr + c0 + rn)[None, :]
-        o += tl.load(pos_ptr + p[:, None] * C + (c0 + rn)[None, :])
-        tl.store(out_ptr + rm[:, None] * C + (c0 + rn)[None, :], o, mask=m_ok[:, None])
+            tl.store(pp + 3 * BLOCK_N, acc3, mask=m_ok[:, None])
+    else:
+        # ReLU(conv + bias), rounded to the GEMM dtype (bf16 mode feeds out_proj bf16 operands)
+        h_ty = wo_ptr.dtype.element_ty
+        h0 = tl.maximum(acc0 + tl.load(bc_ptr + rn)[None, :], 0.0).to(h_ty)
+        h1 = h0  # unused chunks alias h0; their dots are compiled out
+        h2 = h0
+        h3 = h0
+        if NCH > 1:
+            h1 = tl.maximum(acc1 + tl.load(bc_ptr + BLOCK_N + rn)[None, :], 0.0).to(h_ty)
+        if NCH > 2:
+            h2 = tl.maximum(acc2 + tl.load(bc_ptr + 2 * BLOCK_N + rn)[None, :], 0.0).to(h_ty)
+        if NCH > 3:
+            h3 = tl.maximum(acc3 + tl.load(bc_ptr + 3 * BLOCK_N + rn)[None, :], 0.0).to(h_ty)
+        for c0 in range(0, C, BLOCK_N):
+            wo_ptrs = wo_ptr + rn[:, None] * C + (c0 + rn)[None, :]
+            o = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            o = _mma(h0, tl.load(wo_ptrs), o, DOT_F32)
+            if NCH > 1:
+                o = _mma(h1, tl.load(wo_ptrs + BLOCK_N * C), o, DOT_F32)
+            if NCH > 2:
+                o = _mma(h2, tl.load(wo_ptrs + 2 * BLOCK_N * C), o, DOT_F32)
+            if NCH > 3:
+                o = _mma(h3, tl.load(wo_ptrs + 3 * BLOCK_N * C), o, DOT_F32)
+            o += tl.load(bo_ptr + c0 + rn)[None, :]
+            o += tl.load(pos_ptr + p[:, None] * C + (c0 + rn)[None, :])
+            tl.store(out_ptr + rm[:, None] * C + (c0 + rn)[None, :], o, mask=m_ok[:, None])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -298,8 +327,8 @@ def _num_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _configs(M: int, C: int, P: int, dtype: torch.dtype, device: torch.device) -> tuple[dict, dict]:
-    """(kernel A, kernel B) launch parameters. Fixed rather than autotuned, so CUDA-graph capture never tunes;
+def _configs(M: int, C: int, P: int, taps: int, dtype: torch.dtype, device: torch.device) -> tuple[dict, dict]:
+    """(kernel A, kernel B) launch parameters (taps: the block conv's KT*KS*KS). Fixed rather than autotuned, so CUDA-graph capture never tunes;
     the values come from sweeps on an H100 (triton 3.6) at B*T = 1, 16, 64 and 720 frames."""
     if device.type != "cuda":  # interpreter: few, large programs (fewer numpy calls), little row padding
         bm = min((64, 128, 256, 512), key=lambda m: triton.cdiv(M, m) * (m + 64))
@@ -328,11 +357,20 @@ def _configs(M: int, C: int, P: int, dtype: torch.dtype, device: torch.device) -
     b["BLOCK_K"] = min(b["BLOCK_K"], C & -C)
     for d in (a, b):
         d["BLOCK_N"], d["NCH"] = C // nch, nch
+    b["KSPLIT"] = 1
+    if device.type == "cuda":
+        # still under half the SMs at 16 rows a program (a streamed frame: 13 programs, each a 5184-long fp32
+        # FMA chain): cut the conv's K steps into slices summed by a second launch
+        half = _num_sms(device.index if device.index is not None else torch.cuda.current_device()) // 2
+        steps, progs = taps * C // b["BLOCK_K"], triton.cdiv(M, b["BLOCK_M"])
+        if progs < half:
+            b["KSPLIT"] = next((d for d in range(2, steps + 1) if steps % d == 0 and progs * d >= half), steps)
     return a, b
 
 
 def patch_embed(video: torch.Tensor, weights: PatchEmbedWeights | Mapping[str, torch.Tensor],
-                conv_cache: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                conv_cache: torch.Tensor | None = None, k_split: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused vision encoder + connector on 224x224 frames (the bicubic squash stays outside, in torch).
 
     video: [B, T, 3, H, W] fp32 or bf16, H = W = G*P (224). Any strides (a tile view needs no copy); unit
@@ -341,6 +379,9 @@ def patch_embed(video: torch.Tensor, weights: PatchEmbedWeights | Mapping[str, t
     checkpoint dict (prepared in fp32 on every call).
     conv_cache: [B, C, KT-1, G, G] in the weights' dtype, post-LayerNorm features of the previous frames (oldest
     first), or None for a fresh clip.
+    k_split: the temporal conv's K steps in this many slices computed side by side, then summed in slice order
+    by a second launch (None: automatic, >1 only for calls of a few frames on the GPU, whose 16-row programs
+    would not fill half the SMs); other values for tests. The fp32 sums then round in another order.
     Returns (vision_embeds [B, T, G*G, C] fp32, new conv cache [B, C, KT-1, G, G] in the weights' dtype).
     """
     pw = weights if isinstance(weights, PatchEmbedWeights) else prepare_patch_embed_weights(weights, device=video.device)
@@ -375,14 +416,28 @@ def patch_embed(video: torch.Tensor, weights: PatchEmbedWeights | Mapping[str, t
     out = torch.empty(B, T, N, C, device=dev, dtype=torch.float32)
 
     M = B * T * N
-    cfg_a, cfg_b = _configs(M, C, P, pw.dtype, dev)
+    cfg_a, cfg_b = _configs(M, C, P, KT * KS * KS, pw.dtype, dev)
+    if k_split is not None:
+        steps = KT * KS * KS * C // cfg_b["BLOCK_K"]
+        if isinstance(k_split, bool) or not isinstance(k_split, int) or k_split < 1 or steps % k_split:
+            raise ValueError(f"k_split: expected a divisor of the conv's {steps} K steps, got {k_split!r}")
+        cfg_b["KSPLIT"] = k_split
     upcast = pw.dtype == torch.bfloat16 and dev.type != "cuda"  # see _mma
     _patch_ln_kernel[(triton.cdiv(M, cfg_a["BLOCK_M"]),)](
         video, pw.w_patch, pw.b_patch, pw.ln_w, pw.ln_b, z, M, T, *video.stride(), 1e-5,
         C=C, G=G, P=P, CF=CF, DOT_F32=upcast, **cfg_a)
-    _temporal_block_kernel[(triton.cdiv(M, cfg_b["BLOCK_M"]),)](
-        z, pw.w_conv, pw.b_conv, pw.w_out, pw.b_out, pw.pos_embed, out, M, T,
-        C=C, G=G, KT=KT, KS=KS, DOT_F32=upcast, **cfg_b)
+    ksplit = cfg_b.pop("KSPLIT")
+    rows = triton.cdiv(M, cfg_b["BLOCK_M"])
+    block_args = (z, pw.w_conv, pw.b_conv, pw.w_out, pw.b_out, pw.pos_embed, out)
+    if ksplit == 1:
+        _temporal_block_kernel[(rows,)](*block_args, out, M, T, C=C, G=G, KT=KT, KS=KS, DOT_F32=upcast, MODE=0,
+                                        KSPLIT=1, **cfg_b)
+    else:  # conv partial sums of K slices side by side, then the op from their sum (fixed slice order)
+        part = torch.empty(ksplit, M, C, device=dev, dtype=torch.float32)
+        _temporal_block_kernel[(rows, ksplit)](*block_args, part, M, T, C=C, G=G, KT=KT, KS=KS, DOT_F32=upcast,
+                                               MODE=1, KSPLIT=ksplit, **cfg_b)
+        _temporal_block_kernel[(rows,)](*block_args, part, M, T, C=C, G=G, KT=KT, KS=KS, DOT_F32=upcast, MODE=2,
+                                        KSPLIT=ksplit, **cfg_b)
     new_cache = z[:, T:].reshape(B, CF, G, G, C).permute(0, 4, 1, 2, 3).contiguous()  # [B, C, CF, G, G]
     return out, new_cache
 

@@ -79,6 +79,22 @@ def test_with_conv_cache_matches_reference(weights, prepared):
     assert torch.equal(cache[:, :, 0], cache_in[:, :, 1])  # the oldest cache frame shifts out unchanged
 
 
+@pytest.mark.parametrize("k_split", [3, 27])
+def test_split_conv_matches_reference(weights, prepared, k_split):
+    """The conv's K steps in slices (partial sums side by side, then the op from their sum): what calls of a few
+    frames on the GPU take. Same results as the reference and, up to the sum order, as one launch."""
+    video, cache_in = _video(1, 1, seed=12), _cache(1, seed=13)
+    ref, ref_cache = patch_embed_ref(video, weights, cache_in)
+    out, cache = patch_embed(video, prepared, cache_in, k_split=k_split)
+    one, one_cache = patch_embed(video, prepared, cache_in, k_split=1)
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
+    torch.testing.assert_close(out, one, atol=1e-5, rtol=0)
+    assert torch.equal(cache, one_cache)  # the LayerNorm features do not go through the conv
+    for bad in (0, 2, 5, True, 3.0):
+        with pytest.raises(ValueError, match="k_split"):
+            patch_embed(video, prepared, cache_in, k_split=bad)
+
+
 def test_chained_calls_equal_one_clip(prepared):
     video = _video(1, 3, seed=20)
     whole, whole_cache = patch_embed(video, prepared)
