@@ -153,6 +153,8 @@ def main() -> None:
                       ("vocab_parts", "select_vocab_parts"), ("bf16_dots", "bf16_dots")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
+    if args.bf16_dots is False and args.prefill_block is None:
+        gen.prefill_block = 32  # the FMA products' block (the bf16 default of 64 is for tensor-core products)
     M = frame_budget(0.75, cfg.num_vision_tokens_each_frame)
     budgets = [M] * T
     g = torch.Generator(device="cpu").manual_seed(0)

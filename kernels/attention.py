@@ -98,6 +98,9 @@ def _attention_kernel(
         tl.debug_barrier()  # every thread's partial is written before the ticket is taken
         ticket = tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel")
         if ticket == nsp - 1:
+            if OB >= C:  # one o_proj product: its weight tile loads beside the merge's partials, not after them
+                wo_all = tl.load(wo_ptr + tl.arange(0, OB)[:, None] * C + h * D + offs_d[None, :],
+                                 mask=(tl.arange(0, OB) < C)[:, None], other=0.0)
             if FENCE:  # every thread acquires: the other programs' partials are visible to its loads
                 fence_gpu(offs_r)
             # merge the splits G at a time: one vector load of G partials, no serial chain per split
@@ -127,8 +130,11 @@ def _attention_kernel(
             for c0 in tl.static_range(0, C, OB):
                 offs_c = c0 + tl.arange(0, OB)
                 cmask = offs_c < C
-                wo = tl.load(wo_ptr + offs_c[:, None] * C + h * D + offs_d[None, :], mask=cmask[:, None],
-                             other=0.0)  # [OB, D] = Wo[c0:c0+OB, hD:(h+1)D]
+                if OB >= C:
+                    wo = wo_all
+                else:
+                    wo = tl.load(wo_ptr + offs_c[:, None] * C + h * D + offs_d[None, :], mask=cmask[:, None],
+                                 other=0.0)  # [OB, D] = Wo[c0:c0+OB, hD:(h+1)D]
                 if TC:
                     o = bf16_dot(A, tl.trans(wo), TC)  # [BQ, OB]
                 else:
