@@ -48,6 +48,9 @@ class GazeOptions:
 
     def for_frames(self, start: int, stop: int) -> "GazeOptions":
         """Per-frame settings sliced to frames [start, stop) of a clip_len-periodic schedule."""
+        if not isinstance(self.gazing_ratio, tuple) and not isinstance(self.task_loss_requirement, tuple):
+            return self  # nothing per frame (a stream pushes this every frame: no re-validation)
+
         def cut(v):
             return v[start:stop] if isinstance(v, tuple) else v
         return replace(self, gazing_ratio=cut(self.gazing_ratio),

@@ -50,7 +50,7 @@ class GraphedEncoder:
             return out
         # the key holds every shape, dtype and device that patch_embed checked on the eager call; the static
         # buffers are inference tensors whatever the caller's mode (copies into them stay legal)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.cuda.device(video.device):
             if g is None:
                 g = self._graphs[key] = _Captured(video, conv_cache, self.weights)
             g.video.copy_(video)
