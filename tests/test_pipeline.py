@@ -270,3 +270,14 @@ def test_staged_upload_overlaps_chunks_with_the_same_trace(pipe, monkeypatch):
         pipe.uploader, pipe.overlap_frames = old, old_chunk
     assert calls == [(5, 60, 90, 4)]
     assert_same_trace(got, want)
+
+
+def test_options_for_frames():
+    """Scalars apply to every frame (the same options back); per-frame tuples are cut to the frames asked for."""
+    o = GazeOptions(gazing_ratio=0.5, task_loss_requirement=None)
+    assert o.for_frames(3, 4) is o
+    o = GazeOptions(gazing_ratio=[0.1, 0.2, 0.3], task_loss_requirement=0.7)
+    cut = o.for_frames(1, 3)
+    assert cut.gazing_ratio == (0.2, 0.3) and cut.task_loss_requirement == 0.7
+    o = GazeOptions(gazing_ratio=0.5, task_loss_requirement=[0.1, 0.2, 0.3])
+    assert o.for_frames(0, 1).task_loss_requirement == (0.1,)
