@@ -130,11 +130,12 @@ def test_fixture_vision_embeds(prepared):
     torch.testing.assert_close(out.cpu(), data["vision_embeds"], atol=ATOL, rtol=0)
 
 
-def test_bf16_mode(weights):
+@pytest.mark.parametrize("k_split", [None, 9])  # None on the GPU: one frame takes the sliced conv as well
+def test_bf16_mode(weights, k_split):
     pw16 = prepare_patch_embed_weights(weights, dtype=torch.bfloat16)
     video, cache_in = _video(1, 1, seed=40), _cache(1, seed=41)
     ref, ref_cache = patch_embed_ref(video, weights, cache_in)
-    out, cache = patch_embed(video, pw16, cache_in.bfloat16())
+    out, cache = patch_embed(video, pw16, cache_in.bfloat16(), k_split=k_split)
     assert out.dtype == torch.float32 and cache.dtype == torch.bfloat16
     # bf16 operands, fp32 accumulation: ~1e-3 relative in practice
     assert ((out - ref).norm() / ref.norm()).item() < 1e-2
