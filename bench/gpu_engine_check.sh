@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for the Triton backend: install, (engine + kernel tests), Triton-backend fixture parity,
 # a per-kernel profile, then the engine benchmark matrix. Carry .devcarry/shared (a copy of ../shared).
-# Toggles: T_DET / T_BISECT / T_RACECHECK / T_REPRO / T_SANITIZE / T_PROBE / T_MICRO / T_SPLITS / T_TESTS / T_ENGINE / T_PARITY / T_PROFILE / T_BENCH / T_BF16 / T_CALL / T_SUITE = seconds for each stage (0 skips it);
+# Toggles: T_DET / T_BISECT / T_RACECHECK / T_REPRO / T_SANITIZE / T_PROBE / T_MICRO / T_SPLITS / T_AB / T_TESTS / T_ENGINE / T_PARITY / T_PROFILE / T_BENCH / T_BF16 / T_CALL / T_SUITE = seconds for each stage (0 skips it);
 # BENCH_ARGS. Example: T_PROFILE=90 bash bench/gpu_engine_check.sh (carry .devcarry/shared).
 # Prepare once here: mkdir -p .devcarry/shared && cp -r ../shared/fixtures ../shared/media .devcarry/shared/ &&
 #   rm .devcarry/shared/fixtures/model/model.safetensors   (the model travels in tests/fixtures/model)
@@ -66,6 +66,24 @@ if [ "${T_SPLITS:-0}" != 0 ]; then
   for a in "${SP[@]}"; do
     timeout "$T_SPLITS" python3 bench/engine_gpu.py --iters 10 --skip-big --only "${SPLIT_ONLY:-1 clip}" $a 2>&1 | grep -v "^device-to" | tee -a "$OUT/splits.log"
   done
+fi
+# A/B of a change within one machine: time AB_ARGS (';'-separated engine_gpu.py flag lists, cases named by AB_ONLY)
+# with the installed tree, then with the files under .devcarry/base copied over the installed package (paths
+# relative to it, e.g. `mkdir -p .devcarry/base/kernels && git show REV:kernels/attention.py >
+# .devcarry/base/kernels/attention.py`; carry .devcarry/base), then reinstall the tree
+if [ "${T_AB:-0}" != 0 ] && [ -d .devcarry/base ]; then
+  PKG=$(cd /tmp && python3 -c "import os, triton_autogaze; print(os.path.dirname(triton_autogaze.__file__))")
+  IFS=';' read -ra ABS <<< "${AB_ARGS:-}"
+  [ ${#ABS[@]} = 0 ] && ABS=("")
+  for side in tree base; do
+    [ $side = base ] && (cd .devcarry/base && find . -name '*.py' -exec cp {} "$PKG/{}" \; -exec echo "base: {}" \;)
+    for a in "${ABS[@]}"; do
+      echo "[$side] $a"
+      timeout "$T_AB" python3 bench/engine_gpu.py --iters 10 --skip-big --only "${AB_ONLY:-tau None}" $a 2>&1 \
+        | grep -v "^device-to" | tee -a "$OUT/ab.log"
+    done
+  done
+  python3 -m pip install -q --no-build-isolation --no-deps . >> "$OUT/install.log" 2>&1
 fi
 # one kernel at a time at decode shape (engine_micro.py; MICRO_ARGS, e.g. "--focus --rows 1 8 --keys 3600")
 [ "${T_MICRO:-0}" != 0 ] && timeout "$T_MICRO" python3 bench/engine_micro.py ${MICRO_ARGS:---focus} 2>&1 | tee "$OUT/micro.log"
