@@ -9,7 +9,7 @@ and reports per call:
   ``encode`` (patch embedding, conv cache), ``execute`` (graph replay or eager launches), ``collect`` (the host
   sync, per-frame outputs) and what is left (``run``'s checks, plan, workspace, input copies).
 
-    python bench/call_overhead.py [--frames-per-call 1] [--frames 16] [--rows 1] [--ratio 0.75] [--tau 0.7]
+    python bench/call_overhead.py [--frames-per-call 1] [--frames 16] [--rows 1] [--ratio 0.75] [--tau 0.7] [--bf16]
 
 Session 6 measured ~1.2 ms for each extra call on the H100 (bench/RESULTS.md section 4); the streaming target is
 1 ms a 224 px frame. On a CPU this times the torch backend (no Triton, no graphs).
@@ -72,9 +72,11 @@ def main() -> None:
     ap.add_argument("--ratio", type=float, default=0.75)
     ap.add_argument("--tau", type=float, default=0.7, help="task-loss threshold (nan: none)")
     ap.add_argument("--passes", type=int, default=5, help="timed passes over the clip")
+    ap.add_argument("--bf16", action="store_true", help="bf16 weights, KV cache and tensor-core products (GPU)")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoGaze.from_pretrained(LOCAL / "model", device=dev)
+    model = AutoGaze.from_pretrained(LOCAL / "model", device=dev,
+                                     dtype=torch.bfloat16 if args.bf16 else torch.float32)
     gen = model._generator()
     timer = PartTimer(gen, dev)
     g = torch.Generator().manual_seed(0)
@@ -115,7 +117,8 @@ def main() -> None:
     split_walls = [w for _ in range(args.passes) for w in one_pass(True)]
     ms = lambda xs: statistics.median(xs) * 1e3  # noqa: E731
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    print(f"device {name}  backend {model.backend}  rows {B}  frames {T} in calls of {F}  ratio {args.ratio}  "
+    print(f"device {name}  backend {model.backend}  dtype {model.dtype}  rows {B}  frames {T} in calls of {F}  "
+          f"ratio {args.ratio}  "
           f"tau {args.tau}")
     print(f"wall per call        {ms(walls):8.3f} ms   per clip {ms(walls) * len(calls):8.2f} ms")
     print(f"split wall per call  {ms(split_walls):8.3f} ms   (each part synced)")
