@@ -80,6 +80,7 @@ def record(rows: int, overrides: dict) -> list[dict]:
                         chunk=int(overrides.pop("chunk", 256)))
     for k, v in {**GPU_SIZES, **overrides}.items():
         setattr(g, k, int(v))
+    g.decode_chunks = (64, 128)  # the GPU's decode splits while the cache is short (TritonGenerator.decode_chunk)
     v = torch.zeros(rows, 2, cfg.num_tokens, cfg.decoder.hidden_size)
     for tau in (None, torch.full((rows, 2), -2.0)):
         try:
