@@ -45,7 +45,7 @@ def _type_of(v) -> str:
     raise TypeError(type(v))
 
 
-def record(rows: int, overrides: dict) -> list[dict]:
+def record(rows: int, overrides: dict, bf16: bool = False) -> list[dict]:
     """Child side: the launch configurations of one engine call (B=rows, 2 frames, full budget)."""
     import importlib
 
@@ -77,7 +77,7 @@ def record(rows: int, overrides: dict) -> list[dict]:
         setattr(m, attr, Recorder(f"{mod}.{attr}", getattr(m, attr)))
     cfg, w, _ = load_checkpoint(model_dir())
     g = TritonGenerator(w, cfg, use_cuda_graph=False, device="cpu", backend="triton",
-                        chunk=int(overrides.pop("chunk", 256)))
+                        chunk=int(overrides.pop("chunk", 256)), dtype=torch.bfloat16 if bf16 else torch.float32)
     for k, v in {**GPU_SIZES, **overrides}.items():
         setattr(g, k, int(v))
     g.decode_chunks = (64, 128)  # the GPU's decode splits while the cache is short (TritonGenerator.decode_chunk)
@@ -116,15 +116,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1)
     ap.add_argument("--set", action="append", default=[], help="generator attribute=value")
+    ap.add_argument("--bf16", action="store_true", help="the bf16 engine (tensor-core products)")
+    ap.add_argument("--ptx-dir", help="also write each configuration's PTX (without line info) here, to compare "
+                                      "two versions of a kernel's source for the same machine code")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     overrides = dict(s.split("=", 1) for s in args.set)
     if args.child:
-        print(json.dumps(record(args.rows, overrides)))
+        print(json.dumps(record(args.rows, overrides, args.bf16)))
         return
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     r = subprocess.run([sys.executable, __file__, "--child", "--rows", str(args.rows)]
-                       + [f"--set={s}" for s in args.set], env=env, capture_output=True, text=True)
+                       + (["--bf16"] if args.bf16 else []) + [f"--set={s}" for s in args.set], env=env,
+                       capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(r.stderr[-3000:])
     configs = json.loads(r.stdout.strip().splitlines()[-1])
@@ -141,10 +145,17 @@ def main():
         fn = getattr(importlib.import_module(f"triton_autogaze.kernels.{mod}"), attr)
         if "FENCE" in c["constexprs"]:  # recorded on CPU tensors; the GPU launch compiles the fenced path
             c["constexprs"]["FENCE"] = True
+        if c["constexprs"].get("TC") == 2:  # the interpreter's stand-in; the GPU launch takes tensor cores
+            c["constexprs"]["TC"] = 1
         k = _compile(fn, c["types"], c["constexprs"], c["num_warps"])
         shown = {k2: v for k2, v in c["constexprs"].items()
                  if k2 not in ("C", "H", "D", "EOS", "V", "N", "FENCE", "BLOCK_B", "UPSTREAM")}
         print(f"{mod:17s} w{c['num_warps']} {shown}\n    {ptxas_stats(k.asm['ptx'])}", flush=True)
+        if args.ptx_dir:
+            os.makedirs(args.ptx_dir, exist_ok=True)
+            name = f"{mod}-w{c['num_warps']}-" + "-".join(f"{a}{b}" for a, b in sorted(c["constexprs"].items()))
+            code = [ln for ln in k.asm["ptx"].splitlines() if not ln.strip().startswith((".loc", ".file", "//"))]
+            Path(args.ptx_dir, name + ".ptx").write_text("\n".join(code))
 
 
 if __name__ == "__main__":
