@@ -1,4 +1,5 @@
-"""The bf16 mode's products: both operands rounded to bf16, accumulated in fp32."""
+"""The decoder's products in either mode: IEEE fp32, or both operands rounded to bf16 (tensor cores); fp32
+accumulation."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from ._checks import interpreting
 
 
 @triton.jit
-def bf16_dot(a, b, TC: tl.constexpr):
-    """a @ b with a and b rounded to bf16 and fp32 accumulation. TC == 1: on tensor cores. TC == 2: Triton's
-    interpreter, which cannot multiply bf16 operands (3.9 returns garbage), gets fp32 products of the rounded
-    values instead (its fp32 -> bf16 conversion truncates where the GPU rounds to nearest)."""
-    if TC == 1:
+def mode_dot(a, b, TC: tl.constexpr):
+    """a @ b, fp32 accumulation, in the launch's product mode (see tc_mode). a: fp32 activations; b: a weight or
+    K/V tile in its storage dtype. TC == 0: IEEE fp32 (b upcast; never TF32). TC == 1: both rounded to bf16, on
+    tensor cores. TC == 2: Triton's interpreter, which cannot multiply bf16 operands (3.9 returns garbage), gets
+    fp32 products of the rounded values instead (its fp32 -> bf16 conversion truncates where the GPU rounds to
+    nearest)."""
+    if TC == 0:
+        out = tl.dot(a, b.to(tl.float32), input_precision="ieee")
+    elif TC == 1:
         out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
     else:
         out = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")

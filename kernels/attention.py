@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._bf16 import bf16_dot, bf16_round, tc_mode
+from ._bf16 import bf16_round, mode_dot, tc_mode
 from ._checks import check_bf16_dots
 from ._checks import check_tensor as _check
 from ._fence import fence_gpu, fence_wanted
@@ -71,10 +71,7 @@ def _attention_kernel(
             kmask = offs_k < k_hi
             kv_off = kbase + offs_k[:, None] * c_sl + offs_d[None, :]
             kt = tl.load(k_ptr + kv_off, mask=kmask[:, None], other=0.0)
-            if TC:  # bf16 mode: QK^T, PV and o_proj with bf16 operands (tensor cores), fp32 accumulation
-                s = bf16_dot(q, tl.trans(kt), TC) * scale
-            else:
-                s = tl.dot(q, tl.trans(kt.to(tl.float32)), input_precision="ieee") * scale
+            s = mode_dot(q, tl.trans(kt), TC) * scale  # QK^T, PV and o_proj: IEEE fp32 or bf16 tensor cores
             bits = tl.load(km_ptr + b * km_sb + offs_k, mask=kmask, other=0)
             ok = ((bits != 0) & kmask)[None, :] & (offs_k[None, :] <= qidx[:, None])
             s = tl.where(ok, s, NEG)
@@ -83,10 +80,7 @@ def _attention_kernel(
             p = tl.where(ok, tl.exp(s - m_new[:, None]), 0.0)
             l_i = l_i * alpha + tl.sum(p, axis=1)
             vt = tl.load(v_ptr + kv_off, mask=kmask[:, None], other=0.0)
-            if TC:
-                acc = acc * alpha[:, None] + bf16_dot(p, vt, TC)
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p, vt.to(tl.float32), input_precision="ieee")
+            acc = acc * alpha[:, None] + mode_dot(p, vt, TC)
             m_i = m_new
         slot = pid * nsplit_max + sp
         offs_r = tl.arange(0, BQ)
@@ -135,10 +129,7 @@ def _attention_kernel(
                 else:
                     wo = tl.load(wo_ptr + offs_c[:, None] * C + h * D + offs_d[None, :], mask=cmask[:, None],
                                  other=0.0)  # [OB, D] = Wo[c0:c0+OB, hD:(h+1)D]
-                if TC:
-                    o = bf16_dot(A, tl.trans(wo), TC)  # [BQ, OB]
-                else:
-                    o = tl.dot(A, tl.trans(wo.to(tl.float32)), input_precision="ieee")  # [BQ, OB]
+                o = mode_dot(A, tl.trans(wo), TC)  # [BQ, OB]
                 tl.store(out_ptr + h * out_sh + b * out_sb + offs_q[:, None] * C + offs_c[None, :], o,
                          mask=qmask[:, None] & cmask[None, :])
             tl.atomic_xchg(cnt_ptr + pid, 0)

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._bf16 import bf16_dot, bf16_round, tc_mode
+from ._bf16 import bf16_round, mode_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices
 
 
@@ -52,10 +52,7 @@ def _mlp_down_kernel(
                             mask=nmask[:, None] & kmask[None, :], other=0.0)
                 w = tl.load(wd_ptr + offs_o[:, None] * I + offs_k[None, :], mask=omask[:, None] & kmask[None, :],
                             other=0.0)  # [BC, BKI]
-                if TC:  # bf16 mode: bf16 operands (tensor cores), fp32 accumulation
-                    acc += bf16_dot(a, tl.trans(w), TC)
-                else:
-                    acc += tl.dot(a, tl.trans(w.to(tl.float32)), input_precision="ieee")
+                acc += mode_dot(a, tl.trans(w), TC)
         else:
             # the whole I axis at once, in S slices of KS multiplied in parallel and summed (short FMA chains)
             col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._bf16 import bf16_dot, bf16_round, tc_mode
+from ._bf16 import bf16_round, mode_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices
 
 
@@ -62,12 +62,8 @@ def _mlp_gate_up_kernel(
             wm = imask[:, None] & cmask[None, :]
             wg = tl.load(wgu_ptr + offs_i[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
             wu = tl.load(wgu_ptr + (I + offs_i)[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
-            if TC:  # bf16 mode: bf16 operands (tensor cores), fp32 accumulation
-                g = bf16_dot(a, tl.trans(wg), TC)  # [BN, BI]
-                u = bf16_dot(a, tl.trans(wu), TC)
-            else:
-                g = tl.dot(a, tl.trans(wg.to(tl.float32)), input_precision="ieee")  # [BN, BI]
-                u = tl.dot(a, tl.trans(wu.to(tl.float32)), input_precision="ieee")
+            g = mode_dot(a, tl.trans(wg), TC)  # [BN, BI]
+            u = mode_dot(a, tl.trans(wu), TC)
         else:
             # hidden axis in S slices of KS, multiplied in parallel and summed (as in rmsnorm_qkv_rope)
             col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]

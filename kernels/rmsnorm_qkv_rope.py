@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._bf16 import bf16_dot, bf16_round, tc_mode
+from ._bf16 import bf16_round, mode_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices
 
 
@@ -73,12 +73,8 @@ def _rmsnorm_qkv_rope_kernel(
             wm = emask[:, None] & cmask[None, :]
             w1 = tl.load(w_ptr + wrow[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
             w2 = tl.load(w_ptr + (wrow + HALF)[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
-            if TC:  # bf16 mode: bf16 operands (tensor cores), fp32 accumulation
-                x1 = bf16_dot(a, tl.trans(w1), TC)  # [BN, HB]
-                x2 = bf16_dot(a, tl.trans(w2), TC)
-            else:
-                x1 = tl.dot(a, tl.trans(w1.to(tl.float32)), input_precision="ieee")  # [BN, HB]
-                x2 = tl.dot(a, tl.trans(w2.to(tl.float32)), input_precision="ieee")
+            x1 = mode_dot(a, tl.trans(w1), TC)  # [BN, HB]
+            x2 = mode_dot(a, tl.trans(w2), TC)
         else:
             # The inner axis cut into S slices of KS: [S, BN, KS] activations times [S, KS, HB] weights in one
             # batched product, then a sum over the slices. Each slice's FMA chain is KS long instead of C, which
