@@ -328,8 +328,9 @@ def _num_sms(index: int) -> int:
 
 
 def _configs(M: int, C: int, P: int, taps: int, dtype: torch.dtype, device: torch.device) -> tuple[dict, dict]:
-    """(kernel A, kernel B) launch parameters (taps: the block conv's KT*KS*KS). Fixed rather than autotuned, so CUDA-graph capture never tunes;
-    the values come from sweeps on an H100 (triton 3.6) at B*T = 1, 16, 64 and 720 frames."""
+    """(kernel A, kernel B) launch parameters (taps: the block conv's KT*KS*KS). Fixed rather than autotuned, so
+    CUDA-graph capture never tunes; the values come from sweeps on an H100 (triton 3.6) at B*T = 1, 16, 64 and
+    720 frames."""
     if device.type != "cuda":  # interpreter: few, large programs (fewer numpy calls), little row padding
         bm = min((64, 128, 256, 512), key=lambda m: triton.cdiv(M, m) * (m + 64))
         a, b = dict(BLOCK_M=bm, BLOCK_K=256), dict(BLOCK_M=bm, BLOCK_K=64)
@@ -361,7 +362,6 @@ def _configs(M: int, C: int, P: int, taps: int, dtype: torch.dtype, device: torc
     if device.type == "cuda":
         # still under half the SMs at 16 rows a program (a streamed frame: 13 programs, each a 5184-long fp32
         # FMA chain): cut the conv's K steps into slices summed by a second launch
-        half = _num_sms(device.index if device.index is not None else torch.cuda.current_device()) // 2
         steps, progs = taps * C // b["BLOCK_K"], triton.cdiv(M, b["BLOCK_M"])
         if progs < half:
             b["KSPLIT"] = next((d for d in range(2, steps + 1) if steps % d == 0 and progs * d >= half), steps)
