@@ -14,7 +14,6 @@ Fixtures: tests/fixtures/model, else $AUTOGAZE_SHARED_FIXTURES, else <repo>/../s
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -127,6 +126,11 @@ def main() -> None:
     ap.add_argument("--merge-group", type=int, default=None, help="split partials merged per load (8)")
     ap.add_argument("--oproj-block", type=int, default=None, help="attention o_proj columns a product (all)")
     ap.add_argument("--select-warps", type=int, default=None, help="warps of a heads_select program (4)")
+    ap.add_argument("--max-programs", type=int, default=None,
+                    help="attention chunks double while a launch exceeds this many programs "
+                    "(fp32 1600, bf16 600; 0 off)")
+    ap.add_argument("--prefill-attention-block", type=int, default=None,
+                    help="queries a prefill attention program (default and 0: the prefill block)")
     ap.add_argument("--vocab-parts", type=int, default=None, help="heads_select programs a head (9 on the GPU)")
     ap.add_argument("--bf16-dots", dest="bf16_dots", action="store_const", const=True, default=None,
                     help="with --bf16: the decoder's products on tensor cores (the default)")
@@ -150,9 +154,12 @@ def main() -> None:
                       ("prefill_split_k", "prefill_split_k"), ("prefill_block", "prefill_block"),
                       ("attention_warps", "attention_warps"), ("merge_group", "merge_group"),
                       ("oproj_block", "oproj_block"), ("select_warps", "select_warps"),
-                      ("vocab_parts", "select_vocab_parts"), ("bf16_dots", "bf16_dots")):
+                      ("vocab_parts", "select_vocab_parts"), ("bf16_dots", "bf16_dots"),
+                      ("max_programs", "max_programs")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
+    if args.prefill_attention_block is not None:
+        gen.prefill_attention_block = args.prefill_attention_block or None
     if args.bf16_dots is False and args.prefill_block is None:
         gen.prefill_block = 32  # the FMA products' block (the bf16 default of 64 is for tensor-core products)
     M = frame_budget(0.75, cfg.num_vision_tokens_each_frame)
@@ -182,7 +189,8 @@ def main() -> None:
           f"block c {gen.mlp_block_c} head block {gen.head_block} split k {gen.decode_split_k}/"
           f"{gen.prefill_split_k} prefill block {gen.prefill_block} attention warps {gen.attention_warps} "
           f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} "
-          f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots}")
+          f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots} max programs {gen.max_programs} "
+          f"prefill attention block {gen.prefill_attention_block}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

@@ -81,9 +81,12 @@ def _heads_select_kernel(
             tl.atomic_xchg(cnt_ptr + b, 0)
             offs_v = tl.arange(0, BLOCK_V)
             offs_k = tl.arange(0, BLOCK_K)
-            banned = (tl.load(ban_ptr + b * BLOCK_V + offs_v) != 0) | (offs_v >= EOS)
+            base = (tl.load(ban_ptr + b * BLOCK_V + offs_v) != 0) | (offs_v >= EOS)
+            banned = base
             chosen = tl.full([BLOCK_K], EOS, tl.int32)
-            confv = tl.zeros([BLOCK_K], tl.float32)
+            mxv = tl.zeros([BLOCK_K], tl.float32)
+            when = tl.full([BLOCK_V], BLOCK_K, tl.int32)  # the position that chose each id (BLOCK_K: none)
+            # the serial part is only the argmax chain; each position's softmax sum is one 2D pass after it
             for i in tl.static_range(K):
                 lg = tl.load(logit_ptr + (b * K + i) * V + offs_v, mask=offs_v < V, other=0.0,
                              cache_modifier=".cg")
@@ -91,12 +94,19 @@ def _heads_select_kernel(
                 mx, c = tl.max(s, axis=0, return_indices=True, return_indices_tie_break_left=True)
                 c = c.to(tl.int32)
                 c = tl.minimum(c, EOS - 1)  # only non-finite logits could point past the vocabulary
-                den = tl.sum(tl.exp(s - mx), axis=0)
                 valid = i < n_step
                 chosen = tl.where((offs_k == i) & valid, c, chosen)
-                confv = tl.where((offs_k == i) & valid, 1.0 / den, confv)
-                banned = banned | ((offs_v == c) & valid)
+                mxv = tl.where(offs_k == i, mx, mxv)
+                hitv = (offs_v == c) & valid
+                banned = banned | hitv
+                when = tl.where(hitv, i, when)
             kmask = offs_k < n_step
+            # position i's allowed ids: not banned before the step, not chosen by a position before i
+            lg2 = tl.load(logit_ptr + (b * K + offs_k)[:, None] * V + offs_v[None, :],
+                          mask=(offs_k < K)[:, None] & (offs_v < V)[None, :], other=0.0, cache_modifier=".cg")
+            out2 = base[None, :] | (when[None, :] < offs_k[:, None])
+            den = tl.sum(tl.where(out2, 0.0, tl.exp(lg2 - mxv[:, None])), axis=1)
+            confv = tl.where(kmask, 1.0 / den, 0.0)
             tlv = tl.load(tlv_ptr + b * K + offs_k, mask=offs_k < K, other=0.0, cache_modifier=".cg")
             pad = (alive_b == 0) | (offs_k < 0)
             keep = alive_b != 0

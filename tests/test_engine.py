@@ -258,6 +258,36 @@ def test_adaptive_decode_chunks_match_reference(model, vision):
     assert not st._ws.att_decode.cnt.any()
 
 
+def test_large_launches_take_larger_chunks(model):
+    """The GPU rule for many rows (bench/attention_micro.py at 45 rows): the chunk doubles, up to max_chunk, while
+    a decode or prefill launch would exceed max_programs programs; 0 turns it off."""
+    cfg, w, _ = model
+    g = TritonGenerator(w, cfg, use_cuda_graph=False)
+    g.decode_chunks, g.key_block, g.chunk, g.max_chunk, g.max_programs = (64, 128), 64, 256, 1024, 1600
+    assert [g.decode_chunk(45, k) for k in (1000, 1500, 3600)] == [256, 512, 1024]
+    assert g.decode_chunk(8, 3600) == 256  # 8 x 6 x 15 = 720 programs
+    assert g.prefill_chunk(1, 206, 64, 3600) == 256  # 24 query blocks x 15 splits
+    assert g.prefill_chunk(45, 206, 64, 1000) == 1024  # 1080 query blocks: capped at max_chunk
+    g.max_programs = 0
+    assert g.decode_chunk(45, 3600) == g.prefill_chunk(45, 206, 64, 3600) == 256
+
+
+def test_large_chunks_and_prefill_attention_blocks_match_reference(model, vision):
+    """Chunks growing with the cache (64 -> 128 -> 256 keys, decode and prefill) and prefill attention programs
+    of their own query count (64, while the other prefill kernels take 256) give the reference's tokens."""
+    cfg, w, _ = model
+    g = TritonGenerator(w, cfg, use_cuda_graph=False, chunk=64)
+    g.key_block, g.decode_chunks, g.max_chunk, g.max_programs = 32, (), 256, 2 * 6 * 3
+    g.prefill_attention_block = 64
+    assert {g.decode_chunk(2, e) for e in range(200, 700, 10)} == {128, 256}
+    assert {g.prefill_chunk(2, 206, 64, e) for e in (206, 400)} == {256}
+    v = vision[:2].contiguous()
+    out, st = g.run(v, [30, 30], None, "independent")
+    assert st._ws.att_prefill.bq == 64
+    assert_same(out, reference(model, v, [30, 30], None, "independent"))
+    assert not st._ws.att_decode.cnt.any() and not st._ws.att_prefill.cnt.any()
+
+
 @pytest.mark.parametrize("semantics", ["upstream", "independent"])
 def test_tickets_are_back_to_zero_after_a_call(model, vision, semantics):
     """The attention merge and the selection hand work to the last program of a group through integer tickets;

@@ -81,6 +81,10 @@ class TritonGenerator:
         # take 64 (8 clips 71.5 -> 67.0 ms on an H200, 72.8 -> 68.3 on an H100); fp32 FMA products 32 (64 was
         # 1.5x slower in the fourth pass): set 32 too when turning bf16_dots off
         self.prefill_block = 256 if interp else (64 if dtype == torch.bfloat16 else 32)
+        # queries a prefill attention program (None: prefill_block). fp32 64 helps many rows and hurts one: H200,
+        # 45 rows, 3600 keys, 2401 us a launch vs 3066 at 32 (bench/attention_micro.py --prefill-bq), but one clip
+        # 63.4 -> 66.4 ms (bench/engine_gpu.py --prefill-attention-block 64), so it is off by default
+        self.prefill_attention_block = None
         self.decode_block = 16
         self.head_block = 128 if interp else 16  # rotation pairs per rmsnorm_qkv_rope program
         self.key_block = 256 if interp else 64
@@ -97,6 +101,15 @@ class TritonGenerator:
         # 20.5 / 23.3 / 34.6 us; 8 rows: chunk 256 best from 1000 keys (bench/attention_micro.py, RESULTS.md).
         self.decode_chunks = () if interp else (64, 128)
         self.decode_programs = 128
+        # Large launches (many rows: AnyRes tiles) the other way: ``chunk`` doubles, up to max_chunk, while a launch
+        # would exceed max_programs programs (decode and prefill). Each split program is a latency-bound chain, so
+        # past ~12 programs an SM the waves cost more than the longer chain: H200, 45 rows, 3600 keys, decode bf16
+        # 125 / 109 / 68 us at chunk 256 / 512 / 1024, fp32 282 / 272 / 247; prefill bf16 759 -> 550 us, fp32
+        # 3317 -> 3066 at 1024 (bench/attention_micro.py, RESULTS.md). 0 turns it off.
+        # Tensor-core (bf16) chains are shorter, so they take larger chunks sooner: bf16 prefill, 8 rows, 3600 keys
+        # 144 / 123 / 103 us at 256 / 512 / 1024; 45 rows decode, 1000 keys 27.5 / 22.7 at 256 / 512.
+        self.max_programs = 0 if interp else (600 if dtype == torch.bfloat16 else 1600)
+        self.max_chunk = 1024
         # heads_select programs a head, each reading 1/P of its lm_head rows: on the GPU one 32-row vocabulary
         # chunk a program (9 for 266 ids: 71.1 -> 67.0 ms a clip, bench/RESULTS.md sixth pass)
         self.select_vocab_parts = 1 if interp else -(-d.vocab_size // 32)
@@ -169,7 +182,8 @@ class TritonGenerator:
         H = self.cfg.decoder.num_attention_heads
         splits = self.decode_programs // (B * H) if self.decode_chunks else 0
         return Workspace(self.cfg, B, capacity, self.device, self.dtype, self.w.inv_freq, self.prefill_block,
-                         self.decode_block, self.chunk, decode_splits=splits)
+                         self.decode_block, self.chunk, decode_splits=splits,
+                         prefill_attention_block=self.prefill_attention_block)
 
     def decode_chunk(self, B: int, key_end: int) -> int:
         """Keys per attention split of a decode feed whose queries see at most ``key_end`` keys (see __init__)."""
@@ -177,7 +191,17 @@ class TritonGenerator:
         for c in self.decode_chunks:
             if c < self.chunk and c % self.key_block == 0 and B * H * -(-key_end // c) <= self.decode_programs:
                 return c
-        return self.chunk
+        return self._large_launch_chunk(B * H, key_end)
+
+    def prefill_chunk(self, B: int, n: int, block: int, key_end: int) -> int:
+        """Keys per attention split of a prefill feed of ``n`` slots in ``block``-query programs (see __init__)."""
+        return self._large_launch_chunk(B * self.cfg.decoder.num_attention_heads * -(-n // block), key_end)
+
+    def _large_launch_chunk(self, blocks: int, key_end: int) -> int:
+        c = self.chunk
+        while self.max_programs and c < self.max_chunk and blocks * -(-key_end // c) > self.max_programs:
+            c *= 2
+        return c
 
     def _acquire(self, B: int, cap: int) -> Workspace:
         """A free workspace of B rows and capacity ``cap`` from the pool (with its captured graphs), or a new one."""
@@ -237,12 +261,13 @@ class TritonGenerator:
                             bufs.ids[t], bufs.conf[t], bufs.lens[t], K * (fp.steps - 1), eos)
             pre_end = fp.start_hi + fp.pending_hi + N
             self._decoder(ws, S, ws.pre_qoff, 0, ws.pre_jmin, ws.pos, ws.alive[0], pre_end, ws.att_prefill,
-                          ws.prefill_block, self.prefill_split_k, upstream, ws.chunk)
+                          ws.prefill_block, ws.prefill_attention_block, self.prefill_split_k, upstream,
+                          self.prefill_chunk(ws.rows, S, ws.prefill_attention_block, pre_end))
             for s in range(fp.steps):
                 if s > 0:
                     key_end = pre_end + K * s
                     self._decoder(ws, K, ws.fstart, K * (s - 1), ws.zeros, ws.dpos, ws.alive[s], key_end,
-                                  ws.att_decode, ws.decode_block, self.decode_split_k, upstream,
+                                  ws.att_decode, ws.decode_block, ws.decode_block, self.decode_split_k, upstream,
                                   self.decode_chunk(ws.rows, key_end))
                 ops.heads_select(ws.hB, None, w.norm, w.lm_head, w.tl_head, ws.alive[s], ws.alive[s + 1],
                                  bufs.tau[t] if has_tau else None, ws.select, ws.ban, w.embed, ws.x, ws.chunk_ids,
@@ -251,9 +276,10 @@ class TritonGenerator:
                                  num_warps=self.select_warps, vocab_parts=self.select_vocab_parts)
             ops.frame_finish(bufs.ids[t], bufs.lens[t], ws.chunk_n, ws.fstart, ws.clen, ws.ccount, ws.keymask, eos)
 
-    def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, split,
-                 upstream, chunk):
+    def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, att_block,
+                 split, upstream, chunk):
         """The 4 layers over n slots, each rmsnorm_qkv_rope -> attention (+o_proj) -> mlp_gate_up -> mlp_down.
+        ``block``: slots a program of the row-wise kernels; ``att_block``: queries an attention program.
 
         The residual stream enters in ws.x (layer 0) or ws.hB and leaves in ws.hB; ws.hA holds the mid-layer h1.
         """
@@ -265,7 +291,7 @@ class TritonGenerator:
                                  pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
                                  block_n=block, block_h=self.head_block, split_k=split, bf16_dots=tc)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
-                          scratch, n, key_end, upstream, block_q=block, chunk=chunk,
+                          scratch, n, key_end, upstream, block_q=att_block, chunk=chunk,
                           block_k=self.key_block, num_warps=self.attention_warps, merge_group=self.merge_group,
                           oproj_block=self.oproj_block, bf16_dots=tc)
             ops.mlp_gate_up(x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n, eps, upstream,

@@ -61,8 +61,10 @@ class Workspace:
     """All buffers of one batch of ``rows`` rows with room for ``capacity`` cached tokens per row."""
 
     def __init__(self, cfg: AutoGazeConfig, rows: int, capacity: int, device: torch.device, dtype: torch.dtype,
-                 inv_freq: torch.Tensor, prefill_block: int, decode_block: int, chunk: int, decode_splits: int = 0):
+                 inv_freq: torch.Tensor, prefill_block: int, decode_block: int, chunk: int, decode_splits: int = 0,
+                 prefill_attention_block: int | None = None):
         d = cfg.decoder
+        pab = prefill_block if prefill_attention_block is None else prefill_attention_block
         K, N, C = d.num_multi_token_pred, cfg.num_tokens, d.hidden_size
         H, D, V = d.num_attention_heads, d.head_dim, d.vocab_size
         B = rows
@@ -70,8 +72,8 @@ class Workspace:
             "KV cache (one layer)": B * H * capacity * D,
             "attention o_proj partials": H * B * (K + N) * C,
             "MLP activations": B * (K + N) * d.intermediate_size,
-            "attention split partials": AttentionScratch.acc_size(B * H * triton.cdiv(K + N, prefill_block),
-                                                                 triton.cdiv(capacity, chunk), prefill_block, D),
+            "attention split partials": AttentionScratch.acc_size(B * H * triton.cdiv(K + N, pab),
+                                                                 triton.cdiv(capacity, chunk), pab, D),
         }, f"{B} rows x {capacity} cached tokens is too large for one call: use fewer rows per call "
            "(tile_batch_size, smaller batches) or restart long streams")
         self.rows, self.capacity, self.device, self.dtype = rows, capacity, device, dtype
@@ -106,8 +108,9 @@ class Workspace:
         self.opart = torch.zeros(H, B, S, C, **f32)
         self.act = torch.zeros(B, S, d.intermediate_size, **f32)
         self.prefill_block, self.decode_block, self.chunk = prefill_block, decode_block, chunk
+        self.prefill_attention_block = pab  # queries an attention program of a prefill feed
         nsplit = triton.cdiv(capacity, chunk)
-        self.att_prefill = AttentionScratch(B * H * triton.cdiv(S, prefill_block), nsplit, prefill_block, D, device)
+        self.att_prefill = AttentionScratch(B * H * triton.cdiv(S, pab), nsplit, pab, D, device)
         # decode feeds may take smaller chunks while the cache is short (TritonGenerator.decode_chunk): at most
         # decode_splits splits then
         self.att_decode = AttentionScratch(B * H * triton.cdiv(K, decode_block), max(nsplit, decode_splits),
