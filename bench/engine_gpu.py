@@ -14,6 +14,7 @@ Fixtures: tests/fixtures/model, else $AUTOGAZE_SHARED_FIXTURES, else <repo>/../s
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
