@@ -35,18 +35,18 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--keys", type=int, nargs="+", default=[1000, 3600])
     ap.add_argument("--bf16", action="store_true")
-    ap.add_argument("--decode", nargs="+", default=None, help="chunk:block_k:warps:merge_group[:oproj_block] ...")
+    ap.add_argument("--decode", nargs="+", default=None, help="chunk:block_k:warps:merge_group[:oproj_block[:num_stages]] (0: default)")
     ap.add_argument("--prefill", nargs="+", default=None, help="the same for the prefill shape")
     ap.add_argument("--prefill-bq", type=int, default=32, help="queries a prefill program (engine: 32 fp32, 64 bf16)")
     args = ap.parse_args()
 
     def parse(specs, default):
         if specs is None:
-            return [c + (None,) for c in default]
+            return [c + (None, None) for c in default]
         out = []
         for sp in specs:
-            v = [int(x) for x in sp.split(":")]
-            out.append(tuple(v[:4]) + (v[4] if len(v) > 4 else None,))
+            v = [int(x) for x in sp.split(":")] + [0, 0]
+            out.append(tuple(v[:4]) + (v[4] or None, v[5] or None))
         return out
 
     decode_cfgs, prefill_cfgs = parse(args.decode, DECODE), parse(args.prefill, PREFILL)
@@ -72,26 +72,26 @@ def main() -> None:
                 ws.fstart.fill_(keys)
                 qoff = ws.fstart
                 first = None
-                for chunk, bk, nw, G, ob in cfgs:
+                for chunk, bk, nw, G, ob, st in cfgs:
                     scratch = A.AttentionScratch(B * H * triton.cdiv(n, bq), triton.cdiv(kend, chunk), bq, D,
                                                  gen.device)
                     ws.opart.zero_()
 
-                    def fn(chunk=chunk, bk=bk, nw=nw, G=G, ob=ob, scratch=scratch):
+                    def fn(chunk=chunk, bk=bk, nw=nw, G=G, ob=ob, st=st, scratch=scratch):
                         A.attention(ws.q, ws.k[0], ws.v[0], ws.keymask, qoff, 0, ws.zeros, al, lw["o"], ws.opart,
                                     scratch, n, kend, False, block_q=bq, chunk=chunk, block_k=bk, num_warps=nw,
-                                    merge_group=G, oproj_block=ob, bf16_dots=tc)
+                                    merge_group=G, oproj_block=ob, bf16_dots=tc, num_stages=st)
                     try:
                         us = graph_us(fn)
                     except Exception as e:  # noqa: BLE001 - a shape this Triton cannot lower: report, go on
-                        print(f"B={B} {tag:7s} keys {keys:5d} chunk{chunk:4d} bk{bk:4d} w{nw} G{G:2d}  FAILED {type(e).__name__}: "
+                        print(f"B={B} {tag:7s} keys {keys:5d} chunk{chunk:4d} bk{bk:4d} w{nw} G{G:2d} ob{ob} st{st}  FAILED {type(e).__name__}: "
                               f"{str(e)[:80]}", flush=True)
                         continue
                     out = ws.opart[:, :, :n].clone()
                     if first is None:
                         first = out
                     diff = (out - first).abs().max().item()
-                    print(f"B={B} {tag:7s} keys {keys:5d} chunk{chunk:4d} bk{bk:4d} w{nw} G{G:2d} ob{ob} {us:8.2f} us  "
+                    print(f"B={B} {tag:7s} keys {keys:5d} chunk{chunk:4d} bk{bk:4d} w{nw} G{G:2d} ob{ob} st{st} {us:8.2f} us  "
                           f"diff {diff:.1e}",
                           flush=True)
 

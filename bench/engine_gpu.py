@@ -130,8 +130,13 @@ def main() -> None:
     ap.add_argument("--max-programs", type=int, default=None,
                     help="attention chunks double while a launch exceeds this many programs "
                     "(fp32 1600, bf16 600; 0 off)")
+    ap.add_argument("--max-chunk", type=int, default=None, help="largest chunk of that rule (fp32 1024, bf16 2048)")
     ap.add_argument("--prefill-attention-block", type=int, default=None,
                     help="queries a prefill attention program (default and 0: the prefill block)")
+    ap.add_argument("--prefill-key-block", type=int, default=None,
+                    help="key block of prefill launches (fp32 128, bf16 0: the key block)")
+    ap.add_argument("--large-decode-key-block", type=int, default=None,
+                    help="key block of decode launches of >= 1024-key splits (bf16 128, fp32 0: the key block)")
     ap.add_argument("--vocab-parts", type=int, default=None, help="heads_select programs a head (9 on the GPU)")
     ap.add_argument("--bf16-dots", dest="bf16_dots", action="store_const", const=True, default=None,
                     help="with --bf16: the decoder's products on tensor cores (the default)")
@@ -156,9 +161,12 @@ def main() -> None:
                       ("attention_warps", "attention_warps"), ("merge_group", "merge_group"),
                       ("oproj_block", "oproj_block"), ("select_warps", "select_warps"),
                       ("vocab_parts", "select_vocab_parts"), ("bf16_dots", "bf16_dots"),
-                      ("max_programs", "max_programs")):
+                      ("max_programs", "max_programs"), ("max_chunk", "max_chunk")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
+    for arg in ("prefill_key_block", "large_decode_key_block"):
+        if getattr(args, arg) is not None:
+            setattr(gen, arg, getattr(args, arg) or None)
     if args.prefill_attention_block is not None:
         gen.prefill_attention_block = args.prefill_attention_block or None
     if args.bf16_dots is False and args.prefill_block is None:
@@ -191,7 +199,8 @@ def main() -> None:
           f"{gen.prefill_split_k} prefill block {gen.prefill_block} attention warps {gen.attention_warps} "
           f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} "
           f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots} max programs {gen.max_programs} "
-          f"prefill attention block {gen.prefill_attention_block}")
+          f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "
+          f"{gen.prefill_key_block}/{gen.large_decode_key_block}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

@@ -81,6 +81,8 @@ def record(rows: int, overrides: dict, bf16: bool = False) -> list[dict]:
     for k, v in {**GPU_SIZES, **overrides}.items():
         setattr(g, k, int(v))
     g.decode_chunks = (64, 128)  # the GPU's decode splits while the cache is short (TritonGenerator.decode_chunk)
+    if "prefill_key_block" not in overrides:
+        g.prefill_key_block = None if bf16 else 128  # the GPU's (TritonGenerator.__init__)
     v = torch.zeros(rows, 2, cfg.num_tokens, cfg.decoder.hidden_size)
     for tau in (None, torch.full((rows, 2), -2.0)):
         try:

@@ -160,7 +160,7 @@ def attention_splits(n: int, max_key_end: int, chunk: int) -> int:
 
 def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
               upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8, oproj_block=None,
-              bf16_dots=False):
+              bf16_dots=False, num_stages=None):
     """q [B, H, S, D] fp32 (first n slots used); k_cache, v_cache [B, H, Lmax, D] fp32|bf16; keymask [B, Lmax]
     int8; qoff, jmin, alive [B] int32; w_o [C, C]; out [H, B, S, C] fp32 per-head o_proj partials (slots < n
     written for running rows); scratch: AttentionScratch; max_key_end: host upper bound of qoff[b]+qoff_add+n.
@@ -168,6 +168,7 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
     oproj_block: output columns of o_proj per product (a power of two >= 16; None: all C columns in one).
     bf16_dots (bf16 cache and w_o only): QK^T, PV and o_proj on tensor cores, their fp32 operands (queries,
     probabilities, the merged head output) rounded to bf16; fp32 accumulation.
+    num_stages: Triton's software-pipelining depth of the key-block loop (None: Triton's default).
     """
     B, H, S, D = q.shape
     C = H * D
@@ -212,12 +213,13 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
         C=C, H=H, D=D, BQ=block_q, BK=block_k, CHUNK=chunk,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), G=min(merge_group, triton.next_power_of_2(nsplit)),
         FENCE=fence_wanted(q), OB=ob, TC=tc_mode(bf16_dots), num_warps=num_warps,
+        **({} if num_stages is None else {"num_stages": num_stages}),
     )
 
 
 def attention_ref(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
                   upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8, oproj_block=None,
-                  bf16_dots=False):
+                  bf16_dots=False, num_stages=None):
     """Torch reference with the launcher's signature and in-place effects (dense softmax per row). With
     ``bf16_dots`` the queries and the head outputs are rounded to bf16 as the kernel rounds them; the
     kernel's per-block probabilities are rounded too, which a dense softmax cannot mirror (a ~1e-3 relative

@@ -273,14 +273,18 @@ def test_large_launches_take_larger_chunks(model):
 
 
 def test_large_chunks_and_prefill_attention_blocks_match_reference(model, vision):
-    """Chunks growing with the cache (64 -> 128 -> 256 keys, decode and prefill) and prefill attention programs
-    of their own query count (64, while the other prefill kernels take 256) give the reference's tokens."""
+    """Chunks growing with the cache (64 -> 128 -> 256 keys, decode and prefill), larger key blocks (prefill, and
+    decode at the largest chunk), and prefill attention programs of their own query count (64, while the other prefill kernels take 256)
+    give the reference's tokens."""
     cfg, w, _ = model
     g = TritonGenerator(w, cfg, use_cuda_graph=False, chunk=64)
     g.key_block, g.decode_chunks, g.max_chunk, g.max_programs = 32, (), 256, 2 * 6 * 3
     g.prefill_attention_block = 64
+    g.prefill_key_block = g.large_decode_key_block = 64  # prefill, and decode launches at large_chunk: 64 keys
+    g.large_chunk = 256
     assert {g.decode_chunk(2, e) for e in range(200, 700, 10)} == {128, 256}
     assert {g.prefill_chunk(2, 206, 64, e) for e in (206, 400)} == {256}
+    assert [g.key_block_for(c, p) for c in (128, 256) for p in (False, True)] == [32, 64, 64, 64]
     v = vision[:2].contiguous()
     out, st = g.run(v, [30, 30], None, "independent")
     assert st._ws.att_prefill.bq == 64

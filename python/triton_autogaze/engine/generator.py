@@ -108,8 +108,17 @@ class TritonGenerator:
         # 3317 -> 3066 at 1024 (bench/attention_micro.py, RESULTS.md). 0 turns it off.
         # Tensor-core (bf16) chains are shorter, so they take larger chunks sooner: bf16 prefill, 8 rows, 3600 keys
         # 144 / 123 / 103 us at 256 / 512 / 1024; 45 rows decode, 1000 keys 27.5 / 22.7 at 256 / 512.
-        self.max_programs = 0 if interp else (600 if dtype == torch.bfloat16 else 1600)
-        self.max_chunk = 1024
+        bf16 = dtype == torch.bfloat16
+        self.max_programs = 0 if interp else (600 if bf16 else 1600)
+        # bf16 to 2048: 45 rows 193 -> 179 ms (prefill at 3600 keys 549 -> 426 us a launch)
+        self.max_chunk = 2048 if bf16 else 1024
+        # Key blocks where 128 measured faster than key_block (None: key_block): fp32 prefill (one clip 63.1 ->
+        # 61.8 ms; 45 rows 711 -> 661, a prefill launch at 3600 keys 3066 -> 2094 us) and bf16 decode launches of
+        # large_chunk keys a split or more (45 rows 213 -> 193 ms; 68 -> 58 us a launch). fp32 decode (247 -> 264
+        # us) and bf16 prefill (152 -> 183 us at 1000 keys) went the other way (H200, bench/attention_micro.py).
+        self.prefill_key_block = None if interp or bf16 else 128
+        self.large_decode_key_block = 128 if bf16 and not interp else None
+        self.large_chunk = 1024
         # heads_select programs a head, each reading 1/P of its lm_head rows: on the GPU one 32-row vocabulary
         # chunk a program (9 for 266 ids: 71.1 -> 67.0 ms a clip, bench/RESULTS.md sixth pass)
         self.select_vocab_parts = 1 if interp else -(-d.vocab_size // 32)
@@ -197,6 +206,14 @@ class TritonGenerator:
         """Keys per attention split of a prefill feed of ``n`` slots in ``block``-query programs (see __init__)."""
         return self._large_launch_chunk(B * self.cfg.decoder.num_attention_heads * -(-n // block), key_end)
 
+    def key_block_for(self, chunk: int, prefill: bool) -> int:
+        """Keys an attention program takes per inner step in a launch of ``chunk``-key splits (see __init__)."""
+        if prefill:
+            kb = self.prefill_key_block
+        else:
+            kb = self.large_decode_key_block if chunk >= self.large_chunk else None
+        return kb if kb and chunk % kb == 0 else self.key_block
+
     def _large_launch_chunk(self, blocks: int, key_end: int) -> int:
         c = self.chunk
         while self.max_programs and c < self.max_chunk and blocks * -(-key_end // c) > self.max_programs:
@@ -262,13 +279,13 @@ class TritonGenerator:
             pre_end = fp.start_hi + fp.pending_hi + N
             self._decoder(ws, S, ws.pre_qoff, 0, ws.pre_jmin, ws.pos, ws.alive[0], pre_end, ws.att_prefill,
                           ws.prefill_block, ws.prefill_attention_block, self.prefill_split_k, upstream,
-                          self.prefill_chunk(ws.rows, S, ws.prefill_attention_block, pre_end))
+                          self.prefill_chunk(ws.rows, S, ws.prefill_attention_block, pre_end), True)
             for s in range(fp.steps):
                 if s > 0:
                     key_end = pre_end + K * s
                     self._decoder(ws, K, ws.fstart, K * (s - 1), ws.zeros, ws.dpos, ws.alive[s], key_end,
                                   ws.att_decode, ws.decode_block, ws.decode_block, self.decode_split_k, upstream,
-                                  self.decode_chunk(ws.rows, key_end))
+                                  self.decode_chunk(ws.rows, key_end), False)
                 ops.heads_select(ws.hB, None, w.norm, w.lm_head, w.tl_head, ws.alive[s], ws.alive[s + 1],
                                  bufs.tau[t] if has_tau else None, ws.select, ws.ban, w.embed, ws.x, ws.chunk_ids,
                                  ws.chunk_n, bufs.ids[t], bufs.conf[t], bufs.lens[t],
@@ -277,7 +294,7 @@ class TritonGenerator:
             ops.frame_finish(bufs.ids[t], bufs.lens[t], ws.chunk_n, ws.fstart, ws.clen, ws.ccount, ws.keymask, eos)
 
     def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, att_block,
-                 split, upstream, chunk):
+                 split, upstream, chunk, prefill):
         """The 4 layers over n slots, each rmsnorm_qkv_rope -> attention (+o_proj) -> mlp_gate_up -> mlp_down.
         ``block``: slots a program of the row-wise kernels; ``att_block``: queries an attention program.
 
@@ -292,7 +309,7 @@ class TritonGenerator:
                                  block_n=block, block_h=self.head_block, split_k=split, bf16_dots=tc)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
                           scratch, n, key_end, upstream, block_q=att_block, chunk=chunk,
-                          block_k=self.key_block, num_warps=self.attention_warps, merge_group=self.merge_group,
+                          block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps, merge_group=self.merge_group,
                           oproj_block=self.oproj_block, bf16_dots=tc)
             ops.mlp_gate_up(x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n, eps, upstream,
                             block_n=block, block_i=self.mlp_block_i, split_k=split, bf16_dots=tc)
