@@ -1,10 +1,13 @@
 """Per-kernel GPU time of one engine call (16-frame 224px clip, full budget), eager launches, CUDA profiler.
 
-    python bench/engine_profile.py [--rows 1 8] [--bf16]
+    python bench/engine_profile.py [--rows 1 8] [--bf16] [--phases]
 
 Prints, per row count, a table of kernel name, launches, total and mean GPU time, and the sum of kernel
-time against the graph-replay wall time of the same call (their gap is launch/idle time).
+time against the graph-replay wall time of the same call (their gap is launch/idle time). ``--phases`` adds
+the same per (phase, kernel): prefill feeds, decode feeds, selection and frame kernels, from CUDA events around
+every launch of one more eager call.
 """
+import dataclasses
 import argparse
 import statistics
 import sys
@@ -55,16 +58,74 @@ def profile_rows(w, cfg, v, rows: int, dtype) -> None:
         print(f"{name[:44]:44s} {n:6d} {us / 1e3:9.2f} {us / n:8.1f}")
 
 
+OPS = ("frame_setup", "rmsnorm_qkv_rope", "attention", "mlp_gate_up", "mlp_down", "heads_select", "frame_finish")
+
+
+def phase_times(gen, vb, budgets, sem, event=None) -> dict:
+    """{(phase, op): [launches, us]} of one eager call: CUDA events around every launch; a decoder kernel's phase
+    is "prefill" when it runs over the workspace's S slots, else "decode"."""
+    event = event or (lambda: torch.cuda.Event(enable_timing=True))
+    rec, phase = [], ["frame"]
+
+    def wrap(name, fn):
+        def timed(*a, **k):
+            s, e = event(), event()
+            s.record()
+            r = fn(*a, **k)
+            e.record()
+            rec.append(("select" if name == "heads_select" else phase[0], name, s, e))
+            return r
+        return timed
+
+    base_ops, base_decoder = gen.ops, gen._decoder
+    gen.ops = dataclasses.replace(base_ops, **{n: wrap(n, getattr(base_ops, n)) for n in OPS})
+
+    def decoder(ws, n, *a, **k):
+        phase[0] = "prefill" if n == ws.S else "decode"
+        try:
+            return base_decoder(ws, n, *a, **k)
+        finally:
+            phase[0] = "frame"
+
+    gen._decoder = decoder
+    try:
+        out, st = gen.run(vb, budgets, None, sem)
+        del st
+    finally:
+        gen.ops, gen._decoder = base_ops, base_decoder
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    agg = defaultdict(lambda: [0, 0.0])
+    for ph, name, s, e in rec:
+        a = agg[(ph, name)]
+        a[0] += 1
+        a[1] += s.elapsed_time(e) * 1e3
+    return dict(agg)
+
+
+def print_phases(agg: dict) -> None:
+    print(f"{'phase':8s} {'kernel':18s} {'calls':>6s} {'total ms':>9s} {'mean us':>8s}")
+    for (ph, name), (n, us) in sorted(agg.items(), key=lambda kv: -kv[1][1]):
+        print(f"{ph:8s} {name:18s} {n:6d} {us / 1e3:9.2f} {us / n:8.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--phases", action="store_true", help="also split the time by phase (events per launch)")
     args = ap.parse_args()
     fx = fixture_dir()
     cfg, w, _ = load_checkpoint(fx / "model")
     v = clip_vision(fx, w, cfg, "cuda")
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
     for r in args.rows:
-        profile_rows(w, cfg, v, r, torch.bfloat16 if args.bf16 else torch.float32)
+        profile_rows(w, cfg, v, r, dtype)
+        if args.phases:
+            vb = v.expand(r, *v.shape[1:]).contiguous()
+            budgets = [frame_budget(0.75, cfg.num_vision_tokens_each_frame)] * v.shape[1]
+            gen = TritonGenerator(w, cfg, dtype=dtype, use_cuda_graph=False)
+            print_phases(phase_times(gen, vb, budgets, "upstream" if r == 1 else "independent"))
 
 
 if __name__ == "__main__":
