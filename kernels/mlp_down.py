@@ -27,20 +27,38 @@ def _mlp_down_kernel(
     B, n, x_sb, act_sb,
     C: tl.constexpr, I: tl.constexpr, BC: tl.constexpr, BKI: tl.constexpr, BN: tl.constexpr,
     BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, KS: tl.constexpr, S: tl.constexpr, TC: tl.constexpr,
+    FLAT: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    nblk = tl.cdiv(n, BN)
-    b = pid // nblk
-    blk = pid % nblk
     cb = tl.program_id(1)
-    if UPSTREAM:
-        ob = tl.arange(0, BLOCK_B)
-        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+    if FLAT:  # BN consecutive tokens of the B x n feed, across row boundaries (as in mlp_gate_up)
+        tok = pid * BN + tl.arange(0, BN)
+        rb = tok // n
+        rj = tok % n
+        nmask = tok < B * n
+        if UPSTREAM:
+            ob = tl.arange(0, BLOCK_B)
+            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+        else:
+            nmask = nmask & (tl.load(alive_ptr + rb, mask=nmask, other=0) != 0)
+            go = tl.max(nmask.to(tl.int32), axis=0)
+        xrow = rb * x_sb + rj * C
+        arow = rb * act_sb + rj * I
     else:
-        go = tl.load(alive_ptr + b)
+        nblk = tl.cdiv(n, BN)
+        b = pid // nblk
+        blk = pid % nblk
+        if UPSTREAM:
+            ob = tl.arange(0, BLOCK_B)
+            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+        else:
+            go = tl.load(alive_ptr + b)
     if go != 0:
-        offs_n = blk * BN + tl.arange(0, BN)
-        nmask = offs_n < n
+        if not FLAT:
+            offs_n = blk * BN + tl.arange(0, BN)
+            nmask = offs_n < n
+            xrow = b * x_sb + offs_n * C
+            arow = b * act_sb + offs_n * I
         offs_o = cb * BC + tl.arange(0, BC)
         omask = offs_o < C
         if S == 1:
@@ -48,7 +66,7 @@ def _mlp_down_kernel(
             for k0 in tl.static_range(0, I, BKI):
                 offs_k = k0 + tl.arange(0, BKI)
                 kmask = offs_k < I
-                a = tl.load(act_ptr + b * act_sb + offs_n[:, None] * I + offs_k[None, :],
+                a = tl.load(act_ptr + arow[:, None] + offs_k[None, :],
                             mask=nmask[:, None] & kmask[None, :], other=0.0)
                 w = tl.load(wd_ptr + offs_o[:, None] * I + offs_k[None, :], mask=omask[:, None] & kmask[None, :],
                             other=0.0)  # [BC, BKI]
@@ -56,24 +74,25 @@ def _mlp_down_kernel(
         else:
             # the whole I axis at once, in S slices of KS multiplied in parallel and summed (short FMA chains)
             col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]
-            a = tl.load(act_ptr + b * act_sb + offs_n[None, :, None] * I + col_a,
+            a = tl.load(act_ptr + arow[None, :, None] + col_a,
                         mask=nmask[None, :, None] & (col_a < I), other=0.0)  # [S, BN, KS]
             col_w = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, :, None]  # [S, KS, 1]
             w = tl.load(wd_ptr + offs_o[None, None, :] * I + col_w, mask=(col_w < I) & omask[None, None, :],
                         other=0.0).to(tl.float32)  # [S, KS, BC]
             acc = tl.sum(tl.dot(a, w, input_precision="ieee"), axis=0)
-        ptrs = b * x_sb + offs_n[:, None] * C + offs_o[None, :]
+        ptrs = xrow[:, None] + offs_o[None, :]
         m2 = nmask[:, None] & omask[None, :]
         h = tl.load(h_ptr + ptrs, mask=m2, other=0.0)
         tl.store(out_ptr + ptrs, h + acc, mask=m2)
 
 
 def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128,
-             num_warps=4, split_k=0, bf16_dots=False):
+             num_warps=4, split_k=0, bf16_dots=False, flat=False):
     """h, out [B, S, C] fp32 (distinct buffers); act [B, S, I] fp32; w_down [C, I] (fp32 or bf16); alive [B]
     int32. Writes out = h + act @ w_down^T on the first ``n`` slots of running rows. ``split_k``: 0 (the I axis
     in sequential blocks of ``block_k``) or the slice length of parallel partial products over all of I.
-    ``bf16_dots`` (bf16 weights only): tensor-core products of bf16-rounded activations (split_k ignored)."""
+    ``bf16_dots`` (bf16 weights only): tensor-core products of bf16-rounded activations (split_k ignored).
+    ``flat``: programs of ``block_n`` consecutive tokens of the B x n feed across rows (see mlp_gate_up)."""
     B, S, C = h.shape
     dev = h.device
     f32 = (torch.float32,)
@@ -92,16 +111,17 @@ def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, bl
             raise ValueError(f"{nm}: expected a power of two >= 16, got {v}")
     check_bf16_dots(bf16_dots, w_down, "w_down")
     ks, nks = split_slices(0 if bf16_dots else split_k, I, block_n, block_c)
-    grid = (B * triton.cdiv(n, block_n), triton.cdiv(C, block_c))
+    rows = triton.cdiv(B * n, block_n) if flat else B * triton.cdiv(n, block_n)
+    grid = (rows, triton.cdiv(C, block_c))
     _mlp_down_kernel[grid](
         h, act, w_down, alive, out, B, n, S * C, S * I,
         C=C, I=I, BC=block_c, BKI=block_k, BN=block_n, BLOCK_B=triton.next_power_of_2(B),
-        UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots), num_warps=num_warps,
+        UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots), FLAT=bool(flat), num_warps=num_warps,
     )
 
 
 def mlp_down_ref(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128,
-                 num_warps=4, split_k=0, bf16_dots=False):
+                 num_warps=4, split_k=0, bf16_dots=False, flat=False):
     """Torch reference with the launcher's signature and in-place effects."""
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a

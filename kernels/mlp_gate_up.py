@@ -29,28 +29,45 @@ def _mlp_gate_up_kernel(
     B, n, x_sb, part_stride, act_sb, eps,
     C: tl.constexpr, H: tl.constexpr, I: tl.constexpr, BI: tl.constexpr, BLOCK_C: tl.constexpr,
     BN: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, KS: tl.constexpr, S: tl.constexpr,
-    TC: tl.constexpr,
+    TC: tl.constexpr, FLAT: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    nblk = tl.cdiv(n, BN)
-    b = pid // nblk
-    blk = pid % nblk
     pi = tl.program_id(1)
-    if UPSTREAM:
-        ob = tl.arange(0, BLOCK_B)
-        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+    if FLAT:  # BN consecutive tokens of the B x n feed, across row boundaries
+        tok = pid * BN + tl.arange(0, BN)
+        rb = tok // n
+        rj = tok % n
+        nmask = tok < B * n
+        if UPSTREAM:
+            ob = tl.arange(0, BLOCK_B)
+            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+        else:
+            nmask = nmask & (tl.load(alive_ptr + rb, mask=nmask, other=0) != 0)
+            go = tl.max(nmask.to(tl.int32), axis=0)
+        xrow = rb * x_sb + rj * C
+        arow = rb * act_sb + rj * I
     else:
-        go = tl.load(alive_ptr + b)
+        nblk = tl.cdiv(n, BN)
+        b = pid // nblk
+        blk = pid % nblk
+        if UPSTREAM:
+            ob = tl.arange(0, BLOCK_B)
+            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+        else:
+            go = tl.load(alive_ptr + b)
     if go != 0:
-        offs_n = blk * BN + tl.arange(0, BN)
-        nmask = offs_n < n
+        if not FLAT:
+            offs_n = blk * BN + tl.arange(0, BN)
+            nmask = offs_n < n
+            xrow = b * x_sb + offs_n * C
+            arow = b * act_sb + offs_n * I
         offs_i = pi * BI + tl.arange(0, BI)
         imask = offs_i < I
         if S == 1:
             offs_c = tl.arange(0, BLOCK_C)
             cmask = offs_c < C
             m2 = nmask[:, None] & cmask[None, :]
-            ptrs = b * x_sb + offs_n[:, None] * C + offs_c[None, :]
+            ptrs = xrow[:, None] + offs_c[None, :]
             h = tl.load(x_ptr + ptrs, mask=m2, other=0.0)
             for hh in tl.static_range(H):
                 h += tl.load(opart_ptr + hh * part_stride + ptrs, mask=m2, other=0.0)
@@ -68,7 +85,7 @@ def _mlp_gate_up_kernel(
             # hidden axis in S slices of KS, multiplied in parallel and summed (as in rmsnorm_qkv_rope)
             col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]
             m3 = nmask[None, :, None] & (col_a < C)
-            ptrs = b * x_sb + offs_n[None, :, None] * C + col_a
+            ptrs = xrow[None, :, None] + col_a
             h = tl.load(x_ptr + ptrs, mask=m3, other=0.0)
             for hh in tl.static_range(H):
                 h += tl.load(opart_ptr + hh * part_stride + ptrs, mask=m3, other=0.0)
@@ -84,17 +101,20 @@ def _mlp_gate_up_kernel(
             g = tl.sum(tl.dot(a, wg, input_precision="ieee"), axis=0)  # [BN, BI]
             u = tl.sum(tl.dot(a, wu, input_precision="ieee"), axis=0)
         act = g / (1.0 + tl.exp(-g)) * u
-        tl.store(act_ptr + b * act_sb + offs_n[:, None] * I + offs_i[None, :], act,
+        tl.store(act_ptr + arow[:, None] + offs_i[None, :], act,
                  mask=nmask[:, None] & imask[None, :])
 
 
 def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
-                num_warps=4, split_k=0, bf16_dots=False):
+                num_warps=4, split_k=0, bf16_dots=False, flat=False):
     """x, h_out [B, S, C] fp32; o_part [H, B, S, C] fp32; ln_w [C]; w_gate_up [2I, C] (cat(gate, up), fp32 or
     bf16); alive [B] int32; act [B, S, I] fp32 receives silu(gate) * up for the first ``n`` slots of running
     rows. ``block_i``: intermediate columns per program (a power of two >= 16). ``split_k``: 0, or the slice
     length of the hidden axis (a power of two >= 16) for parallel partial products (see rmsnorm_qkv_rope).
-    ``bf16_dots`` (bf16 weights only): tensor-core products of bf16-rounded activations (split_k ignored)."""
+    ``bf16_dots`` (bf16 weights only): tensor-core products of bf16-rounded activations (split_k ignored).
+    ``flat``: a program takes ``block_n`` consecutive tokens of the B x n feed across row boundaries (fewer
+    programs and no per-row padding when n is not a multiple of block_n, e.g. 10-token decode feeds of many rows)
+    instead of ``block_n`` slots of one row."""
     B, S, C = x.shape
     dev = x.device
     f32 = (torch.float32,)
@@ -115,18 +135,19 @@ def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream,
         raise ValueError(f"block_i: expected a power of two >= 16, got {block_i}")
     check_bf16_dots(bf16_dots, w_gate_up, "w_gate_up")
     ks, nks = split_slices(0 if bf16_dots else split_k, C, block_n, block_i)
-    grid = (B * triton.cdiv(n, block_n), triton.cdiv(I, block_i))
+    rows = triton.cdiv(B * n, block_n) if flat else B * triton.cdiv(n, block_n)
+    grid = (rows, triton.cdiv(I, block_i))
     _mlp_gate_up_kernel[grid](
         x, o_part, h_out, ln_w, w_gate_up, alive, act,
         B, n, S * C, B * S * C, S * I, float(eps),
         C=C, H=H, I=I, BI=block_i, BLOCK_C=triton.next_power_of_2(C), BN=block_n,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots),
-        num_warps=num_warps,
+        FLAT=bool(flat), num_warps=num_warps,
     )
 
 
 def mlp_gate_up_ref(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
-                    num_warps=4, split_k=0, bf16_dots=False):
+                    num_warps=4, split_k=0, bf16_dots=False, flat=False):
     """Torch reference with the launcher's signature and in-place effects."""
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a

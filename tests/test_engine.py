@@ -293,6 +293,19 @@ def test_large_chunks_and_prefill_attention_blocks_match_reference(model, vision
 
 
 @pytest.mark.parametrize("semantics", ["upstream", "independent"])
+def test_flat_decode_mlp_matches_reference(model, vision, semantics):
+    """Decode feeds' MLP programs of 16 consecutive tokens across rows (flat_decode), with three rows stopping at
+    different steps (task-loss thresholds), give the reference's tokens."""
+    cfg, w, _ = model
+    g = TritonGenerator(w, cfg, use_cuda_graph=False)
+    g.flat_decode = True
+    v = torch.cat([vision[:2], vision[:1] * 0.9]).contiguous()
+    tau = torch.tensor([[-5.0], [0.5], [-5.0]], device=DEV).expand(3, v.shape[1]).contiguous()
+    out, _ = g.run(v, [30] * v.shape[1], tau, semantics)
+    assert_same(out, reference(model, v, [30] * v.shape[1], tau, semantics))
+
+
+@pytest.mark.parametrize("semantics", ["upstream", "independent"])
 def test_tickets_are_back_to_zero_after_a_call(model, vision, semantics):
     """The attention merge and the selection hand work to the last program of a group through integer tickets;
     a counter left non-zero would make the next launch merge before every partial is written (a race on the

@@ -142,3 +142,31 @@ def test_bf16_dots_need_bf16_weights(device):
         mlp_gate_up(**make_up(device), n=10, eps=1e-5, upstream=False, bf16_dots=True)
     with pytest.raises(ValueError, match="bf16_dots.*w_down"):
         mlp_down(**make_down(device), n=10, upstream=False, bf16_dots=True)
+
+
+@pytest.mark.parametrize("upstream", [False, True])
+@pytest.mark.parametrize("n,block_n,split_k", [(10, 16, 0), (10, 16, 32), (7, 32, 0), (26, 16, 64)])
+def test_flat_token_blocks_match_ref(device, n, block_n, split_k, upstream):
+    """flat=True: programs of block_n consecutive tokens of the B x n feed, straddling rows (3 rows, the middle
+    one finished): the same outputs, finished rows and slots past n untouched (independent semantics)."""
+    g = torch.Generator().manual_seed(3)
+    r = lambda *s: torch.randn(*s, generator=g).to(device)  # noqa: E731
+    R = 3
+    alive = torch.tensor([1, 0, 1], dtype=torch.int32, device=device)
+    up = dict(x=r(R, S, C), o_part=r(H, R, S, C), h_out=torch.zeros(R, S, C, device=device), ln_w=r(C),
+              w_gate_up=r(2 * I, C) * 0.1, alive=alive, act=torch.zeros(R, S, I, device=device))
+    up_ref = {k: v.clone() for k, v in up.items()}
+    mlp_gate_up(**up, n=n, eps=1e-5, upstream=upstream, block_n=block_n, split_k=split_k, flat=True)
+    mlp_gate_up_ref(**up_ref, n=n, eps=1e-5, upstream=upstream)
+    close(up["h_out"], up_ref["h_out"])
+    close(up["act"], up_ref["act"], rtol=1e-4, atol=1e-5)
+    dn = dict(h=up["h_out"], act=up["act"], w_down=r(C, I) * 0.1, alive=alive,
+              out=torch.zeros(R, S, C, device=device))
+    dn_ref = {k: v.clone() for k, v in dn.items()}
+    mlp_down(**dn, n=n, upstream=upstream, block_n=block_n, split_k=split_k, flat=True)
+    mlp_down_ref(**dn_ref, n=n, upstream=upstream)
+    close(dn["out"], dn_ref["out"], rtol=1e-4, atol=1e-4)
+    for t in (up["act"], up["h_out"], dn["out"]):
+        assert not t[:, n:].any(), "slots past n must not be touched"
+        if not upstream:
+            assert not t[1].any(), "a finished row must not be touched"

@@ -119,6 +119,10 @@ class TritonGenerator:
         self.prefill_key_block = None if interp or bf16 else 128
         self.large_decode_key_block = 128 if bf16 and not interp else None
         self.large_chunk = 1024
+        # decode feeds' MLP programs take 16 consecutive tokens across rows (mlp_gate_up / mlp_down flat=True):
+        # fewer programs than one 10-token row each. UNMEASURED (branch wip/flat-decode-mlp): time it at 8 and 45
+        # rows (bench/engine_gpu.py --flat-decode) before turning it on.
+        self.flat_decode = False
         # heads_select programs a head, each reading 1/P of its lm_head rows: on the GPU one 32-row vocabulary
         # chunk a program (9 for 266 ids: 71.1 -> 67.0 ms a clip, bench/RESULTS.md sixth pass)
         self.select_vocab_parts = 1 if interp else -(-d.vocab_size // 32)
@@ -311,10 +315,12 @@ class TritonGenerator:
                           scratch, n, key_end, upstream, block_q=att_block, chunk=chunk,
                           block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps, merge_group=self.merge_group,
                           oproj_block=self.oproj_block, bf16_dots=tc)
+            flat = self.flat_decode and not prefill
             ops.mlp_gate_up(x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n, eps, upstream,
-                            block_n=block, block_i=self.mlp_block_i, split_k=split, bf16_dots=tc)
+                            block_n=block, block_i=self.mlp_block_i, split_k=split, bf16_dots=tc, flat=flat)
             ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=block,
-                         block_c=self.mlp_block_c, block_k=self.mlp_block_k, split_k=split, bf16_dots=tc)
+                         block_c=self.mlp_block_c, block_k=self.mlp_block_k, split_k=split, bf16_dots=tc,
+                         flat=flat)
 
     def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None):
         B = ws.rows
