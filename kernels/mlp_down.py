@@ -30,35 +30,35 @@ def _mlp_down_kernel(
     FLAT: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    cb = tl.program_id(1)
-    if FLAT:  # BN consecutive tokens of the B x n feed, across row boundaries (as in mlp_gate_up)
+    if FLAT:  # BN consecutive tokens of the B x n feed across rows (as in mlp_gate_up)
         tok = pid * BN + tl.arange(0, BN)
+        tmask = tok < B * n
         rb = tok // n
-        rj = tok % n
-        nmask = tok < B * n
+        b = 0
+        cb = tl.program_id(1)
         if UPSTREAM:
             ob = tl.arange(0, BLOCK_B)
             go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
         else:
-            nmask = nmask & (tl.load(alive_ptr + rb, mask=nmask, other=0) != 0)
-            go = tl.max(nmask.to(tl.int32), axis=0)
-        xrow = rb * x_sb + rj * C
-        arow = rb * act_sb + rj * I
+            tmask = tmask & (tl.load(alive_ptr + rb, mask=tmask, other=0) != 0)
+            go = tl.max(tmask.to(tl.int32), axis=0)
     else:
         nblk = tl.cdiv(n, BN)
         b = pid // nblk
         blk = pid % nblk
+        cb = tl.program_id(1)
         if UPSTREAM:
             ob = tl.arange(0, BLOCK_B)
             go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
         else:
             go = tl.load(alive_ptr + b)
     if go != 0:
-        if not FLAT:
+        if FLAT:
+            offs_n = rb * (x_sb // C) + tok % n  # h, out and act rows all hold x_sb // C slots
+            nmask = tmask
+        else:
             offs_n = blk * BN + tl.arange(0, BN)
             nmask = offs_n < n
-            xrow = b * x_sb + offs_n * C
-            arow = b * act_sb + offs_n * I
         offs_o = cb * BC + tl.arange(0, BC)
         omask = offs_o < C
         if S == 1:
@@ -66,7 +66,7 @@ def _mlp_down_kernel(
             for k0 in tl.static_range(0, I, BKI):
                 offs_k = k0 + tl.arange(0, BKI)
                 kmask = offs_k < I
-                a = tl.load(act_ptr + arow[:, None] + offs_k[None, :],
+                a = tl.load(act_ptr + b * act_sb + offs_n[:, None] * I + offs_k[None, :],
                             mask=nmask[:, None] & kmask[None, :], other=0.0)
                 w = tl.load(wd_ptr + offs_o[:, None] * I + offs_k[None, :], mask=omask[:, None] & kmask[None, :],
                             other=0.0)  # [BC, BKI]
@@ -74,13 +74,13 @@ def _mlp_down_kernel(
         else:
             # the whole I axis at once, in S slices of KS multiplied in parallel and summed (short FMA chains)
             col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]
-            a = tl.load(act_ptr + arow[None, :, None] + col_a,
+            a = tl.load(act_ptr + b * act_sb + offs_n[None, :, None] * I + col_a,
                         mask=nmask[None, :, None] & (col_a < I), other=0.0)  # [S, BN, KS]
             col_w = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, :, None]  # [S, KS, 1]
             w = tl.load(wd_ptr + offs_o[None, None, :] * I + col_w, mask=(col_w < I) & omask[None, None, :],
                         other=0.0).to(tl.float32)  # [S, KS, BC]
             acc = tl.sum(tl.dot(a, w, input_precision="ieee"), axis=0)
-        ptrs = xrow[:, None] + offs_o[None, :]
+        ptrs = b * x_sb + offs_n[:, None] * C + offs_o[None, :]
         m2 = nmask[:, None] & omask[None, :]
         h = tl.load(h_ptr + ptrs, mask=m2, other=0.0)
         tl.store(out_ptr + ptrs, h + acc, mask=m2)

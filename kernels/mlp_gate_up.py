@@ -32,42 +32,42 @@ def _mlp_gate_up_kernel(
     TC: tl.constexpr, FLAT: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    pi = tl.program_id(1)
-    if FLAT:  # BN consecutive tokens of the B x n feed, across row boundaries
+    if FLAT:  # BN consecutive tokens of the B x n feed across rows: slot index rb * S + rj from row 0's base
         tok = pid * BN + tl.arange(0, BN)
+        tmask = tok < B * n
         rb = tok // n
-        rj = tok % n
-        nmask = tok < B * n
+        b = 0
+        pi = tl.program_id(1)
         if UPSTREAM:
             ob = tl.arange(0, BLOCK_B)
             go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
         else:
-            nmask = nmask & (tl.load(alive_ptr + rb, mask=nmask, other=0) != 0)
-            go = tl.max(nmask.to(tl.int32), axis=0)
-        xrow = rb * x_sb + rj * C
-        arow = rb * act_sb + rj * I
+            tmask = tmask & (tl.load(alive_ptr + rb, mask=tmask, other=0) != 0)
+            go = tl.max(tmask.to(tl.int32), axis=0)
     else:
         nblk = tl.cdiv(n, BN)
         b = pid // nblk
         blk = pid % nblk
+        pi = tl.program_id(1)
         if UPSTREAM:
             ob = tl.arange(0, BLOCK_B)
             go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
         else:
             go = tl.load(alive_ptr + b)
     if go != 0:
-        if not FLAT:
+        if FLAT:
+            offs_n = rb * (x_sb // C) + tok % n  # x and act rows both hold x_sb // C slots
+            nmask = tmask
+        else:
             offs_n = blk * BN + tl.arange(0, BN)
             nmask = offs_n < n
-            xrow = b * x_sb + offs_n * C
-            arow = b * act_sb + offs_n * I
         offs_i = pi * BI + tl.arange(0, BI)
         imask = offs_i < I
         if S == 1:
             offs_c = tl.arange(0, BLOCK_C)
             cmask = offs_c < C
             m2 = nmask[:, None] & cmask[None, :]
-            ptrs = xrow[:, None] + offs_c[None, :]
+            ptrs = b * x_sb + offs_n[:, None] * C + offs_c[None, :]
             h = tl.load(x_ptr + ptrs, mask=m2, other=0.0)
             for hh in tl.static_range(H):
                 h += tl.load(opart_ptr + hh * part_stride + ptrs, mask=m2, other=0.0)
@@ -85,7 +85,7 @@ def _mlp_gate_up_kernel(
             # hidden axis in S slices of KS, multiplied in parallel and summed (as in rmsnorm_qkv_rope)
             col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]
             m3 = nmask[None, :, None] & (col_a < C)
-            ptrs = xrow[None, :, None] + col_a
+            ptrs = b * x_sb + offs_n[None, :, None] * C + col_a
             h = tl.load(x_ptr + ptrs, mask=m3, other=0.0)
             for hh in tl.static_range(H):
                 h += tl.load(opart_ptr + hh * part_stride + ptrs, mask=m3, other=0.0)
@@ -101,7 +101,7 @@ def _mlp_gate_up_kernel(
             g = tl.sum(tl.dot(a, wg, input_precision="ieee"), axis=0)  # [BN, BI]
             u = tl.sum(tl.dot(a, wu, input_precision="ieee"), axis=0)
         act = g / (1.0 + tl.exp(-g)) * u
-        tl.store(act_ptr + arow[:, None] + offs_i[None, :], act,
+        tl.store(act_ptr + b * act_sb + offs_n[:, None] * I + offs_i[None, :], act,
                  mask=nmask[:, None] & imask[None, :])
 
 

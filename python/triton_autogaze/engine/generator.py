@@ -120,8 +120,8 @@ class TritonGenerator:
         self.large_decode_key_block = 128 if bf16 and not interp else None
         self.large_chunk = 1024
         # decode feeds' MLP programs take 16 consecutive tokens across rows (mlp_gate_up / mlp_down flat=True):
-        # fewer programs than one 10-token row each. UNMEASURED (branch wip/flat-decode-mlp): time it at 8 and 45
-        # rows (bench/engine_gpu.py --flat-decode) before turning it on.
+        # 29 programs a column block instead of 45 at 45 rows, no per-row padding. Not yet timed on a GPU (off;
+        # the default path compiles to the same PTX as before it existed): bench/engine_gpu.py --flat-decode
         self.flat_decode = False
         # heads_select programs a head, each reading 1/P of its lm_head rows: on the GPU one 32-row vocabulary
         # chunk a program (9 for 266 ids: 71.1 -> 67.0 ms a clip, bench/RESULTS.md sixth pass)
