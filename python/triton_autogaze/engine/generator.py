@@ -282,13 +282,13 @@ class TritonGenerator:
                             bufs.ids[t], bufs.conf[t], bufs.lens[t], K * (fp.steps - 1), eos)
             pre_end = fp.start_hi + fp.pending_hi + N
             self._decoder(ws, S, ws.pre_qoff, 0, ws.pre_jmin, ws.pos, ws.alive[0], pre_end, ws.att_prefill,
-                          ws.prefill_block, ws.prefill_attention_block, self.prefill_split_k, upstream,
-                          self.prefill_chunk(ws.rows, S, ws.prefill_attention_block, pre_end), True)
+                          ws.prefill_block, self.prefill_split_k, upstream,
+                          self.prefill_chunk(ws.rows, S, ws.att_prefill.bq, pre_end), True)
             for s in range(fp.steps):
                 if s > 0:
                     key_end = pre_end + K * s
                     self._decoder(ws, K, ws.fstart, K * (s - 1), ws.zeros, ws.dpos, ws.alive[s], key_end,
-                                  ws.att_decode, ws.decode_block, ws.decode_block, self.decode_split_k, upstream,
+                                  ws.att_decode, ws.decode_block, self.decode_split_k, upstream,
                                   self.decode_chunk(ws.rows, key_end), False)
                 ops.heads_select(ws.hB, None, w.norm, w.lm_head, w.tl_head, ws.alive[s], ws.alive[s + 1],
                                  bufs.tau[t] if has_tau else None, ws.select, ws.ban, w.embed, ws.x, ws.chunk_ids,
@@ -297,10 +297,10 @@ class TritonGenerator:
                                  num_warps=self.select_warps, vocab_parts=self.select_vocab_parts)
             ops.frame_finish(bufs.ids[t], bufs.lens[t], ws.chunk_n, ws.fstart, ws.clen, ws.ccount, ws.keymask, eos)
 
-    def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, att_block,
-                 split, upstream, chunk, prefill):
+    def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, split,
+                 upstream, chunk, prefill):
         """The 4 layers over n slots, each rmsnorm_qkv_rope -> attention (+o_proj) -> mlp_gate_up -> mlp_down.
-        ``block``: slots a program of the row-wise kernels; ``att_block``: queries an attention program.
+        ``block``: slots a program of the row-wise kernels; an attention program takes ``scratch.bq`` queries.
 
         The residual stream enters in ws.x (layer 0) or ws.hB and leaves in ws.hB; ws.hA holds the mid-layer h1.
         """
@@ -312,9 +312,9 @@ class TritonGenerator:
                                  pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
                                  block_n=block, block_h=self.head_block, split_k=split, bf16_dots=tc)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
-                          scratch, n, key_end, upstream, block_q=att_block, chunk=chunk,
-                          block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps, merge_group=self.merge_group,
-                          oproj_block=self.oproj_block, bf16_dots=tc)
+                          scratch, n, key_end, upstream, block_q=scratch.bq, chunk=chunk,
+                          block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps,
+                          merge_group=self.merge_group, oproj_block=self.oproj_block, bf16_dots=tc)
             flat = self.flat_decode and not prefill
             ops.mlp_gate_up(x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n, eps, upstream,
                             block_n=block, block_i=self.mlp_block_i, split_k=split, bf16_dots=tc, flat=flat)

@@ -108,7 +108,6 @@ class Workspace:
         self.opart = torch.zeros(H, B, S, C, **f32)
         self.act = torch.zeros(B, S, d.intermediate_size, **f32)
         self.prefill_block, self.decode_block, self.chunk = prefill_block, decode_block, chunk
-        self.prefill_attention_block = pab  # queries an attention program of a prefill feed
         nsplit = triton.cdiv(capacity, chunk)
         self.att_prefill = AttentionScratch(B * H * triton.cdiv(S, pab), nsplit, pab, D, device)
         # decode feeds may take smaller chunks while the cache is short (TritonGenerator.decode_chunk): at most
