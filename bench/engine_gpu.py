@@ -137,8 +137,10 @@ def main() -> None:
                     help="key block of prefill launches (fp32 128, bf16 0: the key block)")
     ap.add_argument("--large-decode-key-block", type=int, default=None,
                     help="key block of decode launches of >= 1024-key splits (bf16 128, fp32 0: the key block)")
-    ap.add_argument("--flat-decode", action="store_true",
-                    help="decode feeds' MLP programs of 16 tokens across rows (mlp_gate_up / mlp_down flat=True)")
+    ap.add_argument("--flat-decode", action=argparse.BooleanOptionalAction, default=None,
+                    help="decode feeds' row-wise programs of 16 tokens across rows (flat=True; the default)")
+    ap.add_argument("--flat-qkv", action=argparse.BooleanOptionalAction, default=None,
+                    help="with flat decode: rmsnorm_qkv_rope flat too (the default)")
     ap.add_argument("--vocab-parts", type=int, default=None, help="heads_select programs a head (9 on the GPU)")
     ap.add_argument("--bf16-dots", dest="bf16_dots", action="store_const", const=True, default=None,
                     help="with --bf16: the decoder's products on tensor cores (the default)")
@@ -169,8 +171,9 @@ def main() -> None:
     for arg in ("prefill_key_block", "large_decode_key_block"):
         if getattr(args, arg) is not None:
             setattr(gen, arg, getattr(args, arg) or None)
-    if args.flat_decode:
-        gen.flat_decode = True
+    for arg in ("flat_decode", "flat_qkv"):
+        if getattr(args, arg) is not None:
+            setattr(gen, arg, getattr(args, arg))
     if args.prefill_attention_block is not None:
         gen.prefill_attention_block = args.prefill_attention_block or None
     if args.bf16_dots is False and args.prefill_block is None:
@@ -204,7 +207,7 @@ def main() -> None:
           f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} "
           f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots} max programs {gen.max_programs} "
           f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "
-          f"{gen.prefill_key_block}/{gen.large_decode_key_block} flat decode {gen.flat_decode}")
+          f"{gen.prefill_key_block}/{gen.large_decode_key_block} flat decode {gen.flat_decode} (qkv {gen.flat_qkv})")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

@@ -1,6 +1,6 @@
 """Per-kernel GPU time of one engine call (16-frame 224px clip, full budget), eager launches, CUDA profiler.
 
-    python bench/engine_profile.py [--rows 1 8] [--bf16] [--phases]
+    python bench/engine_profile.py [--rows 1 8] [--bf16] [--phases] [--no-flat-decode]
 
 Prints, per row count, a table of kernel name, launches, total and mean GPU time, and the sum of kernel
 time against the graph-replay wall time of the same call (their gap is launch/idle time). ``--phases`` adds
@@ -24,11 +24,12 @@ from triton_autogaze.engine import TritonGenerator  # noqa: E402
 from triton_autogaze.reference.generate import frame_budget  # noqa: E402
 
 
-def profile_rows(w, cfg, v, rows: int, dtype) -> None:
+def profile_rows(w, cfg, v, rows: int, dtype, flat: bool = True) -> None:
     vb = v.expand(rows, *v.shape[1:]).contiguous()
     budgets = [frame_budget(0.75, cfg.num_vision_tokens_each_frame)] * v.shape[1]
     sem = "upstream" if rows == 1 else "independent"
     gen = TritonGenerator(w, cfg, dtype=dtype, use_cuda_graph=False)
+    gen.flat_decode = flat
     out, st = gen.run(vb, budgets, None, sem)
     del st
     torch.cuda.synchronize()
@@ -44,6 +45,7 @@ def profile_rows(w, cfg, v, rows: int, dtype) -> None:
             a[1] += e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
     total = sum(a[1] for a in agg.values())
     gg = TritonGenerator(w, cfg, dtype=dtype, use_cuda_graph=True)
+    gg.flat_decode = flat
     times = []
     for i in range(6):
         torch.cuda.synchronize()
@@ -51,7 +53,7 @@ def profile_rows(w, cfg, v, rows: int, dtype) -> None:
         out, st = gg.run(vb, budgets, None, sem)
         times.append((time.perf_counter() - t0) * 1e3)
         del st
-    print(f"\n== rows {rows} ({sem}) dtype {dtype}: kernel sum {total / 1e3:.1f} ms, graph wall "
+    print(f"\n== rows {rows} ({sem}) dtype {dtype}{'' if flat else ' per-row decode programs'}: kernel sum {total / 1e3:.1f} ms, graph wall "
           f"{statistics.median(times[2:]):.1f} ms")
     print(f"{'kernel':44s} {'calls':>6s} {'total ms':>9s} {'mean us':>8s}")
     for name, (n, us) in sorted(agg.items(), key=lambda kv: -kv[1][1])[:14]:
@@ -114,17 +116,20 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--phases", action="store_true", help="also split the time by phase (events per launch)")
+    ap.add_argument("--flat-decode", action=argparse.BooleanOptionalAction, default=True,
+                    help="decode feeds' row-wise programs of 16 tokens across rows (the engine's default)")
     args = ap.parse_args()
     fx = fixture_dir()
     cfg, w, _ = load_checkpoint(fx / "model")
     v = clip_vision(fx, w, cfg, "cuda")
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     for r in args.rows:
-        profile_rows(w, cfg, v, r, dtype)
+        profile_rows(w, cfg, v, r, dtype, args.flat_decode)
         if args.phases:
             vb = v.expand(r, *v.shape[1:]).contiguous()
             budgets = [frame_budget(0.75, cfg.num_vision_tokens_each_frame)] * v.shape[1]
             gen = TritonGenerator(w, cfg, dtype=dtype, use_cuda_graph=False)
+            gen.flat_decode = args.flat_decode
             print_phases(phase_times(gen, vb, budgets, "upstream" if r == 1 else "independent"))
 
 

@@ -11,7 +11,8 @@ For every row ``b`` that is still generating and every slot ``j`` of the ``n`` n
 Slots below ``jmin[b]`` are junk (ragged prefill, right-aligned pending chunk) and never reach the cache.
 ``alive`` gates rows: a row runs if ``alive[b]`` (independent semantics) or if any row is alive (upstream).
 Grid: (B * cdiv(n, BN), 3 * cdiv(H * D / 2, HB)): one program per token block and per (q|k|v, block of HB
-rotation pairs); HB = D / 2 gives one head per program.
+rotation pairs); HB = D / 2 gives one head per program. With ``flat`` the token blocks run across rows
+(cdiv(B * n, BN) of them), as in mlp_gate_up.
 """
 
 from __future__ import annotations
@@ -32,24 +33,41 @@ def _rmsnorm_qkv_rope_kernel(
     B, n, n_parts, part_stride, x_sb, pos_sb, q_sb, q_sh, c_sb, c_sh, c_sl, eps,
     C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BLOCK_C: tl.constexpr, BN: tl.constexpr, HB: tl.constexpr,
     BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, WRITE_H: tl.constexpr, KS: tl.constexpr,
-    S: tl.constexpr, TC: tl.constexpr,
+    S: tl.constexpr, TC: tl.constexpr, FLAT: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    nblk = tl.cdiv(n, BN)
-    b = pid // nblk
-    blk = pid % nblk
     cb = tl.program_id(1)
     HALF: tl.constexpr = D // 2
     NCB: tl.constexpr = (H * HALF + HB - 1) // HB
     which = cb // NCB  # 0 = q, 1 = k, 2 = v
-    if UPSTREAM:
-        ob = tl.arange(0, BLOCK_B)
-        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+    if FLAT:  # BN consecutive tokens of the B x n feed across rows (as in mlp_gate_up): token = rb * n + jj
+        tok = pid * BN + tl.arange(0, BN)
+        tmask = tok < B * n
+        rb = tok // n
+        jj = tok % n
+        b = 0
+        if UPSTREAM:
+            ob = tl.arange(0, BLOCK_B)
+            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+        else:
+            tmask = tmask & (tl.load(alive_ptr + rb, mask=tmask, other=0) != 0)
+            go = tl.max(tmask.to(tl.int32), axis=0)
     else:
-        go = tl.load(alive_ptr + b)
+        nblk = tl.cdiv(n, BN)
+        b = pid // nblk
+        blk = pid % nblk
+        if UPSTREAM:
+            ob = tl.arange(0, BLOCK_B)
+            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+        else:
+            go = tl.load(alive_ptr + b)
     if go != 0:
-        offs_n = blk * BN + tl.arange(0, BN)
-        nmask = offs_n < n
+        if FLAT:
+            offs_n = rb * (x_sb // C) + jj  # slot of row rb counted from row 0's base (x rows hold x_sb // C)
+            nmask = tmask
+        else:
+            offs_n = blk * BN + tl.arange(0, BN)
+            nmask = offs_n < n
         # HB "half columns": column e is dim e % HALF of head e // HALF; its rotation partner is dim + HALF
         offs_e = (cb % NCB) * HB + tl.arange(0, HB)
         emask = offs_e < H * HALF
@@ -97,9 +115,14 @@ def _rmsnorm_qkv_rope_kernel(
             w2 = tl.load(w_ptr + (wrow + HALF)[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
             x1 = tl.sum(tl.dot(a, w1, input_precision="ieee"), axis=0)  # [BN, HB]
             x2 = tl.sum(tl.dot(a, w2, input_precision="ieee"), axis=0)
-        jmin = tl.load(jmin_ptr + b)
+        if FLAT:
+            jmin = tl.load(jmin_ptr + rb, mask=nmask, other=0)
+            pslot = rb * pos_sb + jj
+        else:
+            jmin = tl.load(jmin_ptr + b)
+            pslot = b * pos_sb + offs_n
         if which < 2:
-            pos = tl.load(pos_ptr + b * pos_sb + offs_n, mask=nmask, other=0)
+            pos = tl.load(pos_ptr + pslot, mask=nmask, other=0)
             tab = pos[:, None] * HALF + dd[None, :]
             cs = tl.load(cos_ptr + tab, mask=nmask[:, None], other=0.0)
             sn = tl.load(sin_ptr + tab, mask=nmask[:, None], other=0.0)
@@ -109,14 +132,22 @@ def _rmsnorm_qkv_rope_kernel(
             y1 = x1
             y2 = x2
         if which == 0:
-            qp = q_ptr + b * q_sb + head[None, :] * q_sh + offs_n[:, None] * D + dd[None, :]
+            if FLAT:
+                qp = q_ptr + rb[:, None] * q_sb + head[None, :] * q_sh + jj[:, None] * D + dd[None, :]
+            else:
+                qp = q_ptr + b * q_sb + head[None, :] * q_sh + offs_n[:, None] * D + dd[None, :]
             qm = nmask[:, None] & emask[None, :]
             tl.store(qp, y1, mask=qm)
             tl.store(qp + HALF, y2, mask=qm)
         else:
-            row = tl.load(qoff_ptr + b) + qoff_add + offs_n
-            cp = b * c_sb + head[None, :] * c_sh + row[:, None] * c_sl + dd[None, :]
-            sm = (nmask & (offs_n >= jmin))[:, None] & emask[None, :]
+            if FLAT:
+                row = tl.load(qoff_ptr + rb, mask=nmask, other=0) + qoff_add + jj
+                cp = rb[:, None] * c_sb + head[None, :] * c_sh + row[:, None] * c_sl + dd[None, :]
+                sm = (nmask & (jj >= jmin))[:, None] & emask[None, :]
+            else:
+                row = tl.load(qoff_ptr + b) + qoff_add + offs_n
+                cp = b * c_sb + head[None, :] * c_sh + row[:, None] * c_sl + dd[None, :]
+                sm = (nmask & (offs_n >= jmin))[:, None] & emask[None, :]
             if which == 1:
                 tl.store(k_ptr + cp, y1.to(k_ptr.dtype.element_ty), mask=sm)
                 tl.store(k_ptr + cp + HALF, y2.to(k_ptr.dtype.element_ty), mask=sm)
@@ -159,7 +190,7 @@ def _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin,
 
 def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
                      q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
-                     num_warps=4, split_k=0, bf16_dots=False):
+                     num_warps=4, split_k=0, bf16_dots=False, flat=False):
     """Launch on the first ``n`` slots. Shapes (S = slot capacity of the activation buffers):
 
     x [B, S, C] fp32 residual; parts [P, B, S, C] fp32 or None (then h = x and h_out is unused);
@@ -170,6 +201,8 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
     hidden axis in slices of that many columns, multiplied in parallel and summed (see the kernel).
     ``bf16_dots`` (bf16 weights only): the product on tensor cores with the normalised activations rounded to
     bf16 (fp32 accumulation); ``split_k`` is then ignored (one product over the hidden axis).
+    ``flat``: a program takes ``block_n`` consecutive tokens of the B x n feed across row boundaries (see
+    mlp_gate_up).
     """
     _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n)
     B, S, C = x.shape
@@ -179,7 +212,8 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
         raise ValueError(f"block_h: expected a power of two >= 16, got {block_h}")
     check_bf16_dots(bf16_dots, w_qkv, "w_qkv")
     ks, nks = split_slices(0 if bf16_dots else split_k, C, block_n, block_h)
-    grid = (B * triton.cdiv(n, block_n), 3 * triton.cdiv(H * D // 2, block_h))
+    rows = triton.cdiv(B * n, block_n) if flat else B * triton.cdiv(n, block_n)
+    grid = (rows, 3 * triton.cdiv(H * D // 2, block_h))
     _rmsnorm_qkv_rope_kernel[grid](
         x, x if parts is None else parts, x if h_out is None else h_out, ln_w, w_qkv, cos_tab, sin_tab, pos,
         qoff, int(qoff_add), jmin, alive, q_out, k_cache, v_cache,
@@ -187,7 +221,7 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), float(eps),
         C=C, H=H, D=D, BLOCK_C=triton.next_power_of_2(C), BN=block_n, HB=block_h,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), WRITE_H=P > 0,
-        KS=ks, S=nks, TC=tc_mode(bf16_dots), num_warps=num_warps,
+        KS=ks, S=nks, TC=tc_mode(bf16_dots), FLAT=bool(flat), num_warps=num_warps,
     )
 
 
@@ -199,7 +233,7 @@ def row_go(alive: torch.Tensor, upstream: bool) -> torch.Tensor:
 
 def rmsnorm_qkv_rope_ref(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
                          q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
-                         num_warps=4, split_k=0, bf16_dots=False):
+                         num_warps=4, split_k=0, bf16_dots=False, flat=False):
     """Torch reference with the launcher's signature and in-place effects."""
     B, S, C = x.shape
     H, D = k_cache.shape[1], k_cache.shape[3]

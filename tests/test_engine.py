@@ -292,13 +292,16 @@ def test_large_chunks_and_prefill_attention_blocks_match_reference(model, vision
     assert not st._ws.att_decode.cnt.any() and not st._ws.att_prefill.cnt.any()
 
 
-@pytest.mark.parametrize("semantics", ["upstream", "independent"])
-def test_flat_decode_mlp_matches_reference(model, vision, semantics):
-    """Decode feeds' MLP programs of 16 consecutive tokens across rows (flat_decode), with three rows stopping at
-    different steps (task-loss thresholds), give the reference's tokens."""
+@pytest.mark.parametrize("semantics,flat,flat_qkv", [("upstream", True, True), ("independent", True, True),
+                                                    ("independent", True, False), ("upstream", False, False)])
+def test_flat_and_per_row_decode_programs_match_reference(model, vision, semantics, flat, flat_qkv):
+    """Decode feeds' row-wise programs of 16 consecutive tokens across rows (flat_decode, the default; with or
+    without rmsnorm_qkv_rope) and one padded block a row, with three rows stopping at different steps (task-loss
+    thresholds), give the reference's tokens."""
     cfg, w, _ = model
     g = TritonGenerator(w, cfg, use_cuda_graph=False)
-    g.flat_decode = True
+    assert g.flat_decode and g.flat_qkv
+    g.flat_decode, g.flat_qkv = flat, flat_qkv
     v = torch.cat([vision[:2], vision[:1] * 0.9]).contiguous()
     tau = torch.tensor([[-5.0], [0.5], [-5.0]], device=DEV).expand(3, v.shape[1]).contiguous()
     out, _ = g.run(v, [30] * v.shape[1], tau, semantics)

@@ -99,3 +99,31 @@ def test_bf16_dots(device, n, upstream, block_n):
     close(a["v_cache"].float(), b["v_cache"].float(), rtol=1e-2, atol=1e-2)
     with pytest.raises(ValueError, match="bf16_dots.*w_qkv"):
         rmsnorm_qkv_rope(**make(device), n=n, eps=1e-5, upstream=upstream, bf16_dots=True)
+
+
+@pytest.mark.parametrize("n,split_k,upstream,parts", [(10, 32, False, 0), (10, 0, True, 0), (7, 32, True, 2),
+                                                      (13, 16, False, 2)])
+def test_flat_token_blocks_match_ref(device, n, split_k, upstream, parts):
+    """flat=True: programs of 16 consecutive tokens of the B x n feed straddle rows, so each token takes its
+    own row's positions, cache offset, first real slot and alive flag (3 rows, the middle one stopped)."""
+    g = torch.Generator().manual_seed(1)
+    r = lambda *s: torch.randn(*s, generator=g).to(device)  # noqa: E731
+    B3 = 3
+    pos_tab = torch.arange(L, dtype=torch.float32)[:, None] * torch.rand(D // 2, generator=g)
+    a = dict(
+        x=r(B3, S, C), parts=r(parts, B3, S, C) if parts else None, h_out=torch.zeros(B3, S, C, device=device),
+        ln_w=r(C), w_qkv=r(3 * C, C) * 0.1, cos_tab=pos_tab.cos().to(device), sin_tab=pos_tab.sin().to(device),
+        pos=torch.randint(0, L, (B3, S), generator=g, dtype=torch.int32).to(device),
+        qoff=torch.tensor([3, 17, 30], dtype=torch.int32, device=device), qoff_add=5,
+        jmin=torch.tensor([0, 4, 2], dtype=torch.int32, device=device),
+        alive=torch.tensor([1, 0, 1], dtype=torch.int32, device=device),
+        q_out=torch.zeros(B3, H, S, D, device=device), k_cache=torch.zeros(B3, H, L, D, device=device),
+        v_cache=torch.zeros(B3, H, L, D, device=device),
+    )
+    b = clone(a)
+    rmsnorm_qkv_rope(**a, n=n, eps=1e-5, upstream=upstream, block_n=16, block_h=16, split_k=split_k, flat=True)
+    rmsnorm_qkv_rope_ref(**b, n=n, eps=1e-5, upstream=upstream)
+    for key in ("q_out", "k_cache", "v_cache", "h_out"):
+        close(a[key], b[key])
+    if not upstream:
+        assert not a["q_out"][1].any() and not a["k_cache"][1].any()

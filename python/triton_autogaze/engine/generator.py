@@ -119,10 +119,12 @@ class TritonGenerator:
         self.prefill_key_block = None if interp or bf16 else 128
         self.large_decode_key_block = 128 if bf16 and not interp else None
         self.large_chunk = 1024
-        # decode feeds' MLP programs take 16 consecutive tokens across rows (mlp_gate_up / mlp_down flat=True):
-        # 29 programs a column block instead of 45 at 45 rows, no per-row padding. Not yet timed on a GPU (off;
-        # the default path compiles to the same PTX as before it existed): bench/engine_gpu.py --flat-decode
-        self.flat_decode = False
+        # decode feeds' row-wise programs (rmsnorm_qkv_rope, mlp_gate_up, mlp_down) take 16 consecutive tokens
+        # across rows (flat=True): 29 programs a column block instead of 45 at 45 rows, no per-row padding of the
+        # 10 tokens. MLP only, H200: 45 rows fp32 661.6 -> 639.1 ms, bf16 177.5 -> 169.0; 8 clips 159.0 -> 155.4
+        # / 63.2 -> 63.0; one row unchanged (bench/engine_gpu.py --[no-]flat-decode, RESULTS.md ninth pass)
+        self.flat_decode = True
+        self.flat_qkv = True  # with flat_decode, rmsnorm_qkv_rope too (bench/engine_gpu.py --no-flat-qkv)
         # heads_select programs a head, each reading 1/P of its lm_head rows: on the GPU one 32-row vocabulary
         # chunk a program (9 for 266 ids: 71.1 -> 67.0 ms a clip, bench/RESULTS.md sixth pass)
         self.select_vocab_parts = 1 if interp else -(-d.vocab_size // 32)
@@ -306,16 +308,17 @@ class TritonGenerator:
         """
         ops, eps = self.ops, self.eps
         tc = self.bf16_dots and self.dtype == torch.bfloat16
+        flat = self.flat_decode and not prefill
         for li, lw in enumerate(self.w.layers):
             x_in = ws.x if li == 0 else ws.hB
             ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
                                  pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
-                                 block_n=block, block_h=self.head_block, split_k=split, bf16_dots=tc)
+                                 block_n=block, block_h=self.head_block, split_k=split, bf16_dots=tc,
+                                 flat=flat and self.flat_qkv)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
                           scratch, n, key_end, upstream, block_q=scratch.bq, chunk=chunk,
                           block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps,
                           merge_group=self.merge_group, oproj_block=self.oproj_block, bf16_dots=tc)
-            flat = self.flat_decode and not prefill
             ops.mlp_gate_up(x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n, eps, upstream,
                             block_n=block, block_i=self.mlp_block_i, split_k=split, bf16_dots=tc, flat=flat)
             ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=block,
