@@ -137,6 +137,8 @@ def main() -> None:
                     help="key block of prefill launches (fp32 128, bf16 0: the key block)")
     ap.add_argument("--large-decode-key-block", type=int, default=None,
                     help="key block of decode launches of >= 1024-key splits (bf16 128, fp32 0: the key block)")
+    ap.add_argument("--prefill-block-i", type=int, default=None, help="--block-i of prefill feeds (default: same)")
+    ap.add_argument("--prefill-block-c", type=int, default=None, help="--block-c of prefill feeds (default: same)")
     ap.add_argument("--flat-decode", action=argparse.BooleanOptionalAction, default=None,
                     help="decode feeds' row-wise programs of 16 tokens across rows (flat=True; the default)")
     ap.add_argument("--flat-qkv", action=argparse.BooleanOptionalAction, default=None,
@@ -165,7 +167,8 @@ def main() -> None:
                       ("attention_warps", "attention_warps"), ("merge_group", "merge_group"),
                       ("oproj_block", "oproj_block"), ("select_warps", "select_warps"),
                       ("vocab_parts", "select_vocab_parts"), ("bf16_dots", "bf16_dots"),
-                      ("max_programs", "max_programs"), ("max_chunk", "max_chunk")):
+                      ("max_programs", "max_programs"), ("max_chunk", "max_chunk"),
+                      ("prefill_block_i", "prefill_block_i"), ("prefill_block_c", "prefill_block_c")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
     for arg in ("prefill_key_block", "large_decode_key_block"):

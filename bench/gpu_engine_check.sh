@@ -10,6 +10,10 @@ export PYTHONUNBUFFERED=1 AUTOGAZE_SHARED_FIXTURES="$PWD/.devcarry/shared/fixtur
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 REPO="$PWD"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader
+# build requirements the device image may lack (scikit-build-core, pybind11, pytest-benchmark, ...): carry
+# .devcarry/wheels (`pip download -d .devcarry/wheels scikit-build-core pybind11 pytest-benchmark pathspec
+# packaging py-cpuinfo --no-deps`)
+ls .devcarry/wheels/*.whl > /dev/null 2>&1 && python3 -m pip install -q --no-deps .devcarry/wheels/*.whl > "$OUT/wheels.log" 2>&1
 python3 -m pip install -q --no-build-isolation --no-deps . > "$OUT/install.log" 2>&1 || { tail -20 "$OUT/install.log"; exit 1; }
 # PyAV is not on the device: carry its wheel (.devcarry/avwheel, `pip download av`) for the video benches
 ls .devcarry/avwheel/*.whl > /dev/null 2>&1 && python3 -m pip install -q --no-deps .devcarry/avwheel/*.whl >> "$OUT/install.log" 2>&1

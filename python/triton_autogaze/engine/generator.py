@@ -74,9 +74,15 @@ class TritonGenerator:
         self.chunk = chunk
         # Decode feeds are 10 tokens: latency-bound, so GPU programs take narrow output slices (many programs,
         # small register tiles); the interpreter wants the opposite.
-        self.mlp_block_i = 256 if interp else 16
-        self.mlp_block_c = 256 if interp else 16
+        # bf16 tensor-core products take 32 (H200: 45 rows 165.2 -> 146.3 ms, 8 clips 62.6 -> 61.9, one clip
+        # 35.2 -> 34.7; fp32 32 is 1.5x slower at 45 rows: bench/engine_gpu.py --block-i / --block-c)
+        wide = 32 if dtype == torch.bfloat16 else 16
+        self.mlp_block_i = 256 if interp else wide
+        self.mlp_block_c = 256 if interp else wide
         self.mlp_block_k = 128
+        # the same for prefill feeds (None: mlp_block_i / mlp_block_c)
+        self.prefill_block_i = None
+        self.prefill_block_c = None
         # tokens a prefill program (a workspace's prefill scratch is sized for it). bf16 tensor-core products
         # take 64 (8 clips 71.5 -> 67.0 ms on an H200, 72.8 -> 68.3 on an H100); fp32 FMA products 32 (64 was
         # 1.5x slower in the fourth pass): set 32 too when turning bf16_dots off
@@ -135,7 +141,8 @@ class TritonGenerator:
         # The interpreter's wide prefill tiles (256 x 256) would reach Triton's 2^20-element block limit with
         # slices for larger checkpoints, so CPU runs slice only the decode feed.
         self.decode_split_k = 32
-        self.prefill_split_k = 0 if interp else 32
+        # prefill 64 (H200, fp32: 45 rows 619.4 -> 609.8 ms, 8 clips 150.9 -> 149.3, one clip 62.7 -> 62.3)
+        self.prefill_split_k = 0 if interp else 64
         # bf16 mode only: the decoder's products on tensor cores (bf16 operands, fp32 accumulation) instead of
         # fp32 FMA products of bf16 weights: 66.3 -> 35.1 ms a 16x224 clip, 177.3 -> 72.1 ms 8 clips on the H100
         # (bench/RESULTS.md sixth pass; bench/engine_gpu.py --bf16 [--no-bf16-dots])
@@ -309,6 +316,8 @@ class TritonGenerator:
         ops, eps = self.ops, self.eps
         tc = self.bf16_dots and self.dtype == torch.bfloat16
         flat = self.flat_decode and not prefill
+        bi = (prefill and self.prefill_block_i) or self.mlp_block_i
+        bc = (prefill and self.prefill_block_c) or self.mlp_block_c
         for li, lw in enumerate(self.w.layers):
             x_in = ws.x if li == 0 else ws.hB
             ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
@@ -320,10 +329,9 @@ class TritonGenerator:
                           block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps,
                           merge_group=self.merge_group, oproj_block=self.oproj_block, bf16_dots=tc)
             ops.mlp_gate_up(x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n, eps, upstream,
-                            block_n=block, block_i=self.mlp_block_i, split_k=split, bf16_dots=tc, flat=flat)
+                            block_n=block, block_i=bi, split_k=split, bf16_dots=tc, flat=flat)
             ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=block,
-                         block_c=self.mlp_block_c, block_k=self.mlp_block_k, split_k=split, bf16_dots=tc,
-                         flat=flat)
+                         block_c=bc, block_k=self.mlp_block_k, split_k=split, bf16_dots=tc, flat=flat)
 
     def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None):
         B = ws.rows
