@@ -366,3 +366,27 @@ def test_bf16_engine_matches_torch_ops(model, vision, dots):
         same, total = same + int(eq.sum()), total + eq.numel()
         torch.testing.assert_close(a.confidence[eq], b.confidence[eq], rtol=0, atol=2e-3)
     assert same >= total - 1, f"{total - same} of {total} decisions differ"
+
+
+@pytest.mark.parametrize("segment", [1, 2])
+def test_fed_segments_equal_one_call(model, vision, segment):
+    """run_fed: the clip's vision fed a few frames at a time into one call (rows stopping at different steps)
+    gives the reference's tokens; feed(a, b) is asked for each segment in order, and a wrongly shaped piece is
+    a clear error."""
+    cfg, w, _ = model
+    g = TritonGenerator(w, cfg, use_cuda_graph=False)
+    v = torch.cat([vision, vision[:, :1] * 0.9], 1).contiguous()  # [2, 3, N, C]
+    tau = torch.tensor([[-5.0], [0.5]], device=DEV).expand(2, 3).contiguous()
+    asked = []
+
+    def feed(a, b):
+        asked.append((a, b))
+        return v[:, a:b]
+
+    out, _ = g.run_fed(feed, 2, [20, 30, 20], tau, "independent", segment=segment)
+    assert asked == [(a, min(3, a + segment)) for a in range(0, 3, segment)]
+    assert_same(out, reference(model, v, [20, 30, 20], tau, "independent"))
+    with pytest.raises(ValueError, match=r"feed\(0, 1\): expected \[2, 1,"):
+        g.run_fed(lambda a, b: v[:1, a:b], 2, [20, 30, 20], None, "independent", segment=1)
+    with pytest.raises(ValueError, match="segment"):
+        g.run_fed(feed, 2, [20, 30, 20], None, "independent", segment=0)

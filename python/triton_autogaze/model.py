@@ -9,7 +9,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -107,7 +107,7 @@ class Generated:
     """Internal result of one generation call (before formatting)."""
 
     out: GenerationOutput
-    vision: torch.Tensor  # [B, T, N, C]
+    vision: torch.Tensor | None  # [B, T, N, C] (None from _generate_fed)
     state: Any
     conv_cache: torch.Tensor
 
@@ -212,6 +212,32 @@ class AutoGaze:
             vision, new_conv = self.encode(video, conv_cache)
             out, state = self._generator().run(vision, budgets, tau, semantics, state)
         return Generated(out=out, vision=vision, state=state, conv_cache=new_conv)
+
+    def _generate_fed(self, video_of: Callable[[int, int], torch.Tensor], rows: int, budgets: list[int],
+                      tau: torch.Tensor | None, semantics: str, segment: int) -> Generated:
+        """One clip's generation with its frames encoded and fed ``segment`` at a time: ``video_of(a, b)`` returns
+        normalised frames [a, b) as [rows, b - a, 3, H, W] and is called just before the model needs them, so
+        whatever it waits for (an upload in flight) overlaps the earlier frames' generation. The Triton engine
+        does it in one call (:meth:`TritonGenerator.run_fed`); the torch generator gets the whole clip at once.
+        Same gaze as :meth:`_generate` on the whole clip (``vision`` is not kept: None)."""
+        if semantics not in SEMANTICS:
+            raise ValueError(f"batch_semantics must be one of {SEMANTICS}, got {semantics!r}")
+        conv = None
+
+        def feed(a: int, b: int) -> torch.Tensor:
+            nonlocal conv
+            vision, conv = self.encode(video_of(a, b), conv)
+            return vision
+
+        T = len(budgets)
+        with torch.inference_mode(), exact_fp32(self.dtype == torch.float32):
+            gen = self._generator()
+            if hasattr(gen, "run_fed"):
+                out, state = gen.run_fed(feed, rows, budgets, tau, semantics, None, segment)
+            else:
+                vision = torch.cat([feed(a, min(T, a + segment)) for a in range(0, T, segment)], dim=1)
+                out, state = gen.run(vision, budgets, tau, semantics)
+        return Generated(out=out, vision=None, state=state, conv_cache=conv)
 
     def budgets(self, gazing_ratio: Any, T: int, max_gaze_tokens_each_frame: int | None = None) -> list[int]:
         nv = self.config.num_vision_tokens_each_frame

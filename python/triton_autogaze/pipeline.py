@@ -111,9 +111,8 @@ class AutoGazePipeline:
         self.lut = affine_lut(self.processor_config).to(model.device)  # [3, 256] fp32: the processor affine
         # host clips bound for a GPU: a pinned stage kept for the pipeline's life (upload.py)
         self.uploader = HostUploader(model.device) if model.device.type == "cuda" else None
-        # resize-224 frames a model call while a large host clip is still uploading (None: one call after the
-        # upload). Measured on the H100 (bench/RESULTS.md section 4): 4 or 8 frames a call cost more in per-call
-        # overhead than the overlap saves (28.0 / 26.6 ms vs 24.4 ms for a 1080p 16-frame clip), so it is off.
+        # resize-224: frames fed to one model call at a time while a large host clip is still uploading (None:
+        # the model starts after the whole upload). See bench/RESULTS.md section 4.
         self.overlap_frames: int | None = None
 
     @classmethod
@@ -201,26 +200,27 @@ class AutoGazePipeline:
 
     def run_packed_chunks(self, frames: torch.Tensor, opts: GazeOptions, chunk: int,
                           ready: Callable[[int], None] | None = None) -> GazeTrace:
-        """A resize-224 clip gazed ``chunk`` frames a call, the KV and conv caches carried across calls (the same
-        gaze as one call: streaming equals whole clips). ``ready(stop)`` is called before frames [.., stop) are
-        read, so an upload still in flight (:meth:`HostUploader.staged`) overlaps the earlier chunks' work.
-        frames: uint8 [T, H, W, C] on the model device."""
+        """A resize-224 clip in one model call whose frames are resized, encoded and fed to the generation
+        ``chunk`` at a time (:meth:`AutoGaze._generate_fed`; the same gaze as :meth:`run_packed`). ``ready(stop)``
+        is called before frames [.., stop) are read, so an upload still in flight (:meth:`HostUploader.staged`)
+        overlaps the earlier frames' work. frames: uint8 [T, H, W, C] on the model device."""
         if opts.mode != "resize-224":
             raise ValueError(f"run_packed_chunks: resize-224 only (one tile a frame), got mode {opts.mode!r}")
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
         T = frames.shape[0]
         grid = self.plan(frames.shape[1], frames.shape[2], opts.mode)
-        ids, conf, past = [], [], None
-        for a in range(0, T, chunk):
-            b = min(T, a + chunk)
+        budgets = self.model.budgets(_ratio(opts), T, opts.max_gaze_tokens_each_frame)
+        tau = _tau(opts)
+        tau = None if tau is None else thresholds(tau, 1, T, self.device)
+
+        def video_of(a: int, b: int) -> torch.Tensor:
             if ready is not None:
                 ready(b)
-            chunk_ids, chunk_conf, past = self._gaze_tiles(self.packed_tiles(frames[a:b], grid), grid, b - a,
-                                                           opts.for_frames(a, b), past)
-            ids += chunk_ids
-            conf += chunk_conf
-        return self.assemble(grid, ids, conf, opts)
+            return self.packed_tiles(frames[a:b], grid)(range(1))
+
+        g = self.model._generate_fed(video_of, 1, budgets, tau, "independent", chunk)
+        return self.assemble(grid, [f.ids for f in g.out.frames], [f.confidence for f in g.out.frames], opts)
 
     def _gaze_tiles(self, tiles_of, grid: TileGrid, T: int, opts: GazeOptions, past: list[tuple] | None = None):
         """Every tile batch of T frames through the model, each batch carrying on from its (engine state, conv

@@ -11,6 +11,7 @@ to read the frame lengths.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 
 import torch
 
@@ -154,7 +155,35 @@ class TritonGenerator:
             state: EngineState | None = None) -> tuple[GenerationOutput, EngineState]:
         """vision [B, T, N, C] fp32 on this device; budgets: T ints in 1..NV; tau [B, T] fp32 or None;
         semantics "upstream" | "independent"; state: from a previous call (same B and semantics) or None."""
-        B, T = self._check_inputs(vision, budgets, tau, semantics)
+        B, T = self._check_vision(vision)
+        self._check_call(B, T, budgets, tau, semantics)
+        return self._run(lambda a, b: vision[:, a:b], B, T, budgets, tau, semantics, state, T)
+
+    def run_fed(self, feed: Callable[[int, int], torch.Tensor], rows: int, budgets: list[int],
+                tau: torch.Tensor | None, semantics: str, state: EngineState | None = None,
+                segment: int = 4) -> tuple[GenerationOutput, EngineState]:
+        """:meth:`run` with the vision embeddings fed ``segment`` frames at a time: ``feed(a, b)`` returns frames
+        [a, b) as a [rows, b - a, N, C] fp32 tensor on this device and is called just before those frames'
+        kernels are enqueued, so the work it enqueues first (an upload still in flight, the encoder) overlaps
+        the earlier frames' generation. Same tokens as one :meth:`run` of the whole clip and still one host
+        sync: the call's plan never depends on what was generated."""
+        if isinstance(segment, bool) or not isinstance(segment, int) or segment < 1:
+            raise ValueError(f"segment: expected an int >= 1, got {segment!r}")
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise ValueError(f"rows: expected an int >= 1, got {rows!r}")
+        T = len(budgets)
+        self._check_call(rows, T, budgets, tau, semantics)
+
+        def checked(a: int, b: int) -> torch.Tensor:
+            v = feed(a, b)
+            if self._check_vision(v) != (rows, b - a):
+                raise ValueError(f"feed({a}, {b}): expected [{rows}, {b - a}, {self.N}, {self.C}], "
+                                 f"got {tuple(v.shape)}")
+            return v
+
+        return self._run(checked, rows, T, budgets, tau, semantics, state, segment)
+
+    def _run(self, feed, B: int, T: int, budgets, tau, semantics: str, state: EngineState | None, segment: int):
         if state is None:
             start_hi, pend_hi = 0, 0
         else:
@@ -168,17 +197,17 @@ class TritonGenerator:
         plan = make_plan(list(budgets), self.K, self.N, start_hi, pend_hi)
         ws = self._workspace(B, semantics, plan.end_hi, state)
         bufs = self._call_buffers(ws, T, max(budgets))
-        bufs.vision.copy_(vision)
         if tau is not None:
             bufs.tau.copy_(tau.t())
         key = (T, tuple(budgets), tau is not None, semantics, start_hi, pend_hi)
-        self._execute(ws, bufs, plan, key, semantics == "upstream", tau is not None)
+        for a in range(0, T, segment):
+            b = min(T, a + segment)
+            bufs.vision[:, a:b].copy_(feed(a, b))
+            self._execute(ws, bufs, plan, key + (a, b), semantics == "upstream", tau is not None, range(a, b))
         return self._collect(ws, bufs, T, semantics, state)
 
     # ----- internals ---------------------------------------------------------------------------------------
-    def _check_inputs(self, vision, budgets, tau, semantics):
-        if semantics not in SEMANTICS:
-            raise ValueError(f"semantics: expected one of {SEMANTICS}, got {semantics!r}")
+    def _check_vision(self, vision) -> tuple[int, int]:
         if not isinstance(vision, torch.Tensor) or vision.dim() != 4:
             raise ValueError("vision: expected a [B, T, N, C] tensor")
         B, T, N, C = vision.shape
@@ -190,15 +219,19 @@ class TritonGenerator:
             raise ValueError(f"vision: expected device {self.device}, got {vision.device}")
         if B < 1 or T < 1:
             raise ValueError(f"vision: needs at least one row and one frame, got {tuple(vision.shape)}")
+        return B, T
+
+    def _check_call(self, B: int, T: int, budgets, tau, semantics) -> None:
+        if semantics not in SEMANTICS:
+            raise ValueError(f"semantics: expected one of {SEMANTICS}, got {semantics!r}")
         nv = self.cfg.num_vision_tokens_each_frame
-        if len(budgets) != T or any(int(m) != m or not 1 <= m <= nv for m in budgets):
+        if T < 1 or len(budgets) != T or any(int(m) != m or not 1 <= m <= nv for m in budgets):
             raise ValueError(f"budgets: expected {T} ints in 1..{nv}, got {list(budgets)}")
         if tau is not None:
             if not isinstance(tau, torch.Tensor) or tuple(tau.shape) != (B, T) or tau.dtype != torch.float32:
                 raise ValueError(f"tau: expected a float32 [{B}, {T}] tensor or None")
             if tau.device != self.device:
                 raise ValueError(f"tau: expected device {self.device}, got {tau.device}")
-        return B, T
 
     def _new_workspace(self, B: int, capacity: int) -> Workspace:
         H = self.cfg.decoder.num_attention_heads
@@ -265,27 +298,30 @@ class TritonGenerator:
             ws.calls[k] = CallBuffers(ws.rows, T, max_budget, self.cfg, self.device)
         return ws.calls[k]
 
-    def _execute(self, ws: Workspace, bufs: CallBuffers, plan: CallPlan, key, upstream: bool, has_tau: bool):
+    def _execute(self, ws: Workspace, bufs: CallBuffers, plan: CallPlan, key, upstream: bool, has_tau: bool,
+                 frames: range):
         if not self.use_graph:
-            self._launch(ws, bufs, plan, upstream, has_tau)
+            self._launch(ws, bufs, plan, upstream, has_tau, frames)
             return
         g = ws.graphs.get((key, id(bufs)))
         if g is None and (key, id(bufs)) in ws.seen:
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g):
-                self._launch(ws, bufs, plan, upstream, has_tau)
+                self._launch(ws, bufs, plan, upstream, has_tau, frames)
             ws.graphs[(key, id(bufs))] = g
         if g is None:
             ws.seen.add((key, id(bufs)))  # first time: run eagerly (compiles every kernel variant)
-            self._launch(ws, bufs, plan, upstream, has_tau)
+            self._launch(ws, bufs, plan, upstream, has_tau, frames)
         else:
             g.replay()
 
-    def _launch(self, ws: Workspace, bufs: CallBuffers, plan: CallPlan, upstream: bool, has_tau: bool):
-        """Enqueue every kernel of the call (no host sync)."""
+    def _launch(self, ws: Workspace, bufs: CallBuffers, plan: CallPlan, upstream: bool, has_tau: bool,
+                frames: range):
+        """Enqueue every kernel of the call's ``frames`` (no host sync)."""
         ops, w, K, N, S = self.ops, self.w, self.K, self.N, ws.S
         eos, eps = self.eos, self.eps
-        for t, fp in enumerate(plan.frames):
+        for t in frames:
+            fp = plan.frames[t]
             ops.frame_setup(bufs.vision[:, t], ws.x, ws.chunk_ids, ws.chunk_n, ws.clen, ws.ccount, ws.keymask,
                             ws.pos, ws.dpos, ws.pre_qoff, ws.pre_jmin, ws.fstart, ws.alive[0], ws.ban,
                             bufs.ids[t], bufs.conf[t], bufs.lens[t], K * (fp.steps - 1), eos)
