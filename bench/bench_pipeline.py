@@ -65,8 +65,8 @@ def cpu_pipe():
 
 @needs_cuda
 @pytest.mark.benchmark(group="gpu-rgba-1080p-16f")
-@pytest.mark.parametrize("mode,overlap", [("resize-224", None), ("resize-224", 2), ("resize-224", 4), ("resize-224", 8),
-                                          ("anyres-tile-224", None)])
+@pytest.mark.parametrize("mode,overlap", [("resize-224", None), ("resize-224", 2), ("resize-224", 4),
+                                          ("resize-224", 8), ("anyres-tile-224", None)])
 def test_gpu_rgba_clip_end_to_end(benchmark, gpu_pipe, clip_1080p, mode, overlap):
     """Host uint8 RGBA -> upload -> Triton resize/affine -> tiles -> gaze -> stitched trace. resize-224 feeds the
     model ``overlap`` frames at a time (one call, run_packed_chunks) while the rest of the clip uploads (None:
