@@ -154,9 +154,11 @@ class AutoGazePipeline:
         up = self.uploader
         if (self.overlap_frames is not None and opts.mode == "resize-224" and up is not None and up.wanted(frames)
                 and frames.shape[0] > self.overlap_frames):
-            # a large host clip: the model starts on its first frames while the rest are still uploading
+            # a large host clip: the model starts on its first frames while the rest are still uploading. The
+            # call's host-side plan comes first: the upload threads slow down the host's work while they run
+            prep = self._chunk_plan(frames.shape, opts)
             with up.staged(frames) as staged:
-                return self.run_packed_chunks(staged.out, opts, self.overlap_frames, staged.wait)
+                return self._run_chunks(staged.out, opts, prep, self.overlap_frames, staged.wait)
         return self.run_packed(self.packed(frames), opts)
 
     def trace_clip(self, video: torch.Tensor, mode: str = DEFAULT_MODE, gazing_ratio: float | Sequence[float] = 0.75,
@@ -204,15 +206,23 @@ class AutoGazePipeline:
         ``chunk`` at a time (:meth:`AutoGaze._generate_fed`; the same gaze as :meth:`run_packed`). ``ready(stop)``
         is called before frames [.., stop) are read, so an upload still in flight (:meth:`HostUploader.staged`)
         overlaps the earlier frames' work. frames: uint8 [T, H, W, C] on the model device."""
+        return self._run_chunks(frames, opts, self._chunk_plan(frames.shape, opts), chunk, ready)
+
+    def _chunk_plan(self, shape, opts: GazeOptions):
+        """(tile grid, budgets, thresholds) of a resize-224 clip of packed ``shape`` [T, H, W, C]."""
         if opts.mode != "resize-224":
             raise ValueError(f"run_packed_chunks: resize-224 only (one tile a frame), got mode {opts.mode!r}")
+        T = shape[0]
+        tau = _tau(opts)
+        return (self.plan(shape[1], shape[2], opts.mode),
+                self.model.budgets(_ratio(opts), T, opts.max_gaze_tokens_each_frame),
+                None if tau is None else thresholds(tau, 1, T, self.device))
+
+    def _run_chunks(self, frames: torch.Tensor, opts: GazeOptions, prep, chunk: int,
+                    ready: Callable[[int], None] | None) -> GazeTrace:
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
-        T = frames.shape[0]
-        grid = self.plan(frames.shape[1], frames.shape[2], opts.mode)
-        budgets = self.model.budgets(_ratio(opts), T, opts.max_gaze_tokens_each_frame)
-        tau = _tau(opts)
-        tau = None if tau is None else thresholds(tau, 1, T, self.device)
+        grid, budgets, tau = prep
 
         def video_of(a: int, b: int) -> torch.Tensor:
             if ready is not None:

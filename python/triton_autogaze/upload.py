@@ -2,9 +2,9 @@
 
 A pageable host tensor reaches the GPU through the driver's own staging: one thread copies it into small pinned
 buffers and the DMA waits on that copy (measured ~6 GB/s for a 133 MB 1080p RGBA clip on the H100 host, more
-time than the model takes on one 224 px row). Here several threads copy the frames into one pinned buffer that
-lives as long as the pipeline, group after group in frame order (all threads on one group), and each group's DMA
-is queued on a copy stream as soon as the group is staged, so the copies, the DMA and the kernels overlap: a consumer waits only for the frames it needs next
+time than the model takes on one 224 px row). Here several threads copy groups of frames into one pinned buffer
+that lives as long as the pipeline, and each group's DMA is queued on a copy stream as soon as the group is
+staged, so the copies, the DMA and the kernels overlap: a consumer waits only for the frames it needs next
 (:meth:`HostUploader.staged`; the pipeline starts the model on a clip's first frames while the rest are still
 on their way). The buffer is reused only after the previous upload's DMA has finished (a CUDA event).
 """
@@ -39,8 +39,7 @@ class HostUploader:
         self.pin = pin
         self._buf: torch.Tensor | None = None
         self._done: torch.cuda.Event | None = None
-        self._pool: ThreadPoolExecutor | None = None  # the host copies
-        self._sender: ThreadPoolExecutor | None = None  # one thread: each staged group's DMA, in order
+        self._pool: ThreadPoolExecutor | None = None
         self._stream: torch.cuda.Stream | None = None  # the DMA stream (CUDA only)
         self._lock = threading.Lock()
         self._usable = True  # False once pinning failed: every upload then takes torch's plain copy
@@ -92,37 +91,24 @@ class HostUploader:
         if cuda and self._stream is None:
             self._stream = torch.cuda.Stream(self.device)
         T = src.shape[0]
-        step = max(1, -(-T // 16))  # up to 16 groups of frames, staged in frame order
+        step = max(1, -(-T // (2 * self.threads)))  # about two groups a thread: the first DMA starts early
         groups = [(a, min(T, a + step)) for a in range(0, T, step)]
-        sn, dn = src.numpy().reshape(T, -1), stage.numpy().reshape(T, -1)
-        # every thread copies a slice of the same group (numpy copyto: one plain memcpy, GIL released; torch's
-        # copy_ would open an OpenMP team in every worker and oversubscribe the cores), so the groups are staged
-        # one after another, the first one in 1/len(groups) of the time: the consumer of the first frames waits
-        # only for them (all groups side by side would all finish at the end)
-        n = sn.shape[1]
-        cut = [n * i // self.threads for i in range(self.threads + 1)]
+        sn, dn = src.numpy(), stage.numpy()
 
-        def part(a: int, b: int, i: int) -> None:
-            np.copyto(dn[a:b, cut[i]:cut[i + 1]], sn[a:b, cut[i]:cut[i + 1]])
-
-        def send(a: int, b: int, parts: list[Future]):
-            for f in parts:
-                f.result()
+        def move(a: int, b: int):
+            # numpy copy: one plain memcpy a thread, GIL released (torch's copy_ would open an OpenMP team in
+            # every worker thread and oversubscribe the cores); then this group's DMA on the copy stream
+            np.copyto(dn[a:b], sn[a:b])
             if not cuda:
                 out[a:b].copy_(stage[a:b])
                 return None
-            with torch.cuda.device(self.device), torch.cuda.stream(self._stream):  # this group's DMA
+            with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
                 out[a:b].copy_(stage[a:b], non_blocking=self.pin)
                 ev = torch.cuda.Event()
                 ev.record(self._stream)
             return ev
 
-        if self._sender is None:
-            self._sender = ThreadPoolExecutor(1, thread_name_prefix="autogaze-upload-dma")
-        futures = []
-        for a, b in groups:
-            parts = [self._pool.submit(part, a, b, i) for i in range(self.threads) if cut[i] < cut[i + 1]]
-            futures.append(self._sender.submit(send, a, b, parts))
+        futures = [self._pool.submit(move, a, b) for a, b in groups]
         return StagedUpload(out, groups, futures, self._stream)
 
     def close(self) -> None:
@@ -132,10 +118,9 @@ class HostUploader:
                 self._done.synchronize()
                 self._done = None
             self._buf = None
-            for pool in (self._pool, self._sender):
-                if pool is not None:
-                    pool.shutdown(wait=True)
-            self._pool = self._sender = None
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
 
 class StagedUpload:

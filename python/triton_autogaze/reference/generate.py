@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..config import AutoGazeConfig
@@ -20,8 +21,8 @@ NEG_INF = float("-inf")
 
 def frame_budget(ratio: float, num_vision_tokens: int) -> int:
     """M_t = max(trunc(float32(ratio) * float32(NV)), 1), as upstream computes it."""
-    r = torch.tensor(ratio, dtype=torch.float32) * torch.tensor(float(num_vision_tokens), dtype=torch.float32)
-    return max(int(r.item()), 1)
+    r = np.float32(ratio) * np.float32(num_vision_tokens)  # an IEEE float32 product, as torch's (no torch op:
+    return max(int(r), 1)  # the pipeline computes budgets while upload threads hold the CPU)
 
 
 @dataclass
