@@ -93,7 +93,9 @@ class TritonGenerator:
         # 63.4 -> 66.4 ms (bench/engine_gpu.py --prefill-attention-block 64), so it is off by default
         self.prefill_attention_block = None
         self.decode_block = 16
-        self.head_block = 128 if interp else 16  # rotation pairs per rmsnorm_qkv_rope program
+        # rotation pairs per rmsnorm_qkv_rope program; bf16 32 (H200: 45 rows 146.6 -> 141.6 ms, one clip and 8
+        # clips unchanged: bench/engine_gpu.py --head-block)
+        self.head_block = 128 if interp else (32 if dtype == torch.bfloat16 else 16)
         self.key_block = 256 if interp else 64
         # launch shapes of the two ticket kernels, for sweeps (bench/engine_gpu.py --attention-warps,
         # --merge-group, --oproj-block, --select-warps, --vocab-parts); the defaults are the measured configuration
