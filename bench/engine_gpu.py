@@ -139,6 +139,8 @@ def main() -> None:
                     help="key block of decode launches of >= 1024-key splits (bf16 128, fp32 0: the key block)")
     ap.add_argument("--prefill-block-i", type=int, default=None, help="--block-i of prefill feeds (default: same)")
     ap.add_argument("--prefill-block-c", type=int, default=None, help="--block-c of prefill feeds (default: same)")
+    ap.add_argument("--prefill-merge-rows", type=int, default=None,
+                    help="prefill feeds of at least this many rows: residual_norm before mlp_gate_up (off)")
     ap.add_argument("--flat-decode", action=argparse.BooleanOptionalAction, default=None,
                     help="decode feeds' row-wise programs of 16 tokens across rows (flat=True; the default)")
     ap.add_argument("--flat-qkv", action=argparse.BooleanOptionalAction, default=None,
@@ -168,7 +170,8 @@ def main() -> None:
                       ("oproj_block", "oproj_block"), ("select_warps", "select_warps"),
                       ("vocab_parts", "select_vocab_parts"), ("bf16_dots", "bf16_dots"),
                       ("max_programs", "max_programs"), ("max_chunk", "max_chunk"),
-                      ("prefill_block_i", "prefill_block_i"), ("prefill_block_c", "prefill_block_c")):
+                      ("prefill_block_i", "prefill_block_i"), ("prefill_block_c", "prefill_block_c"),
+                      ("prefill_merge_rows", "prefill_merge_rows")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
     for arg in ("prefill_key_block", "large_decode_key_block"):

@@ -60,7 +60,8 @@ def profile_rows(w, cfg, v, rows: int, dtype, flat: bool = True) -> None:
         print(f"{name[:44]:44s} {n:6d} {us / 1e3:9.2f} {us / n:8.1f}")
 
 
-OPS = ("frame_setup", "rmsnorm_qkv_rope", "attention", "mlp_gate_up", "mlp_down", "heads_select", "frame_finish")
+OPS = ("frame_setup", "rmsnorm_qkv_rope", "attention", "residual_norm", "mlp_gate_up", "mlp_down", "heads_select",
+       "frame_finish")
 
 
 def phase_times(gen, vb, budgets, sem, event=None) -> dict:

@@ -29,7 +29,7 @@ def _mlp_gate_up_kernel(
     B, n, x_sb, part_stride, act_sb, eps,
     C: tl.constexpr, H: tl.constexpr, I: tl.constexpr, BI: tl.constexpr, BLOCK_C: tl.constexpr,
     BN: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, KS: tl.constexpr, S: tl.constexpr,
-    TC: tl.constexpr, FLAT: tl.constexpr,
+    TC: tl.constexpr, FLAT: tl.constexpr, NORMED: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if FLAT:  # BN consecutive tokens of the B x n feed across rows: slot index rb * S + rj from row 0's base
@@ -68,14 +68,17 @@ def _mlp_gate_up_kernel(
             cmask = offs_c < C
             m2 = nmask[:, None] & cmask[None, :]
             ptrs = b * x_sb + offs_n[:, None] * C + offs_c[None, :]
-            h = tl.load(x_ptr + ptrs, mask=m2, other=0.0)
-            for hh in tl.static_range(H):
-                h += tl.load(opart_ptr + hh * part_stride + ptrs, mask=m2, other=0.0)
-            if pi == 0:
-                tl.store(h_out_ptr + ptrs, h, mask=m2)
-            var = tl.sum(h * h, axis=1) / C
-            ln = tl.load(ln_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
-            a = ln[None, :] * (h * tl.math.rsqrt(var + eps)[:, None])
+            if NORMED:  # x holds the normed h1 already (residual_norm)
+                a = tl.load(x_ptr + ptrs, mask=m2, other=0.0)
+            else:
+                h = tl.load(x_ptr + ptrs, mask=m2, other=0.0)
+                for hh in tl.static_range(H):
+                    h += tl.load(opart_ptr + hh * part_stride + ptrs, mask=m2, other=0.0)
+                if pi == 0:
+                    tl.store(h_out_ptr + ptrs, h, mask=m2)
+                var = tl.sum(h * h, axis=1) / C
+                ln = tl.load(ln_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
+                a = ln[None, :] * (h * tl.math.rsqrt(var + eps)[:, None])
             wm = imask[:, None] & cmask[None, :]
             wg = tl.load(wgu_ptr + offs_i[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
             wu = tl.load(wgu_ptr + (I + offs_i)[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
@@ -86,14 +89,17 @@ def _mlp_gate_up_kernel(
             col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]
             m3 = nmask[None, :, None] & (col_a < C)
             ptrs = b * x_sb + offs_n[None, :, None] * C + col_a
-            h = tl.load(x_ptr + ptrs, mask=m3, other=0.0)
-            for hh in tl.static_range(H):
-                h += tl.load(opart_ptr + hh * part_stride + ptrs, mask=m3, other=0.0)
-            if pi == 0:
-                tl.store(h_out_ptr + ptrs, h, mask=m3)
-            var = tl.sum(tl.sum(h * h, axis=2), axis=0) / C
-            ln = tl.load(ln_ptr + col_a, mask=col_a < C, other=0.0).to(tl.float32)
-            a = ln * (h * tl.math.rsqrt(var + eps)[None, :, None])
+            if NORMED:
+                a = tl.load(x_ptr + ptrs, mask=m3, other=0.0)
+            else:
+                h = tl.load(x_ptr + ptrs, mask=m3, other=0.0)
+                for hh in tl.static_range(H):
+                    h += tl.load(opart_ptr + hh * part_stride + ptrs, mask=m3, other=0.0)
+                if pi == 0:
+                    tl.store(h_out_ptr + ptrs, h, mask=m3)
+                var = tl.sum(tl.sum(h * h, axis=2), axis=0) / C
+                ln = tl.load(ln_ptr + col_a, mask=col_a < C, other=0.0).to(tl.float32)
+                a = ln * (h * tl.math.rsqrt(var + eps)[None, :, None])
             col_w = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, :, None]  # [S, KS, 1]
             wm = (col_w < C) & imask[None, None, :]
             wg = tl.load(wgu_ptr + offs_i[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
@@ -106,7 +112,7 @@ def _mlp_gate_up_kernel(
 
 
 def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
-                num_warps=4, split_k=0, bf16_dots=False, flat=False):
+                num_warps=4, split_k=0, bf16_dots=False, flat=False, normed=False):
     """x, h_out [B, S, C] fp32; o_part [H, B, S, C] fp32; ln_w [C]; w_gate_up [2I, C] (cat(gate, up), fp32 or
     bf16); alive [B] int32; act [B, S, I] fp32 receives silu(gate) * up for the first ``n`` slots of running
     rows. ``block_i``: intermediate columns per program (a power of two >= 16). ``split_k``: 0, or the slice
@@ -114,7 +120,9 @@ def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream,
     ``bf16_dots`` (bf16 weights only): tensor-core products of bf16-rounded activations (split_k ignored).
     ``flat``: a program takes ``block_n`` consecutive tokens of the B x n feed across row boundaries (fewer
     programs and no per-row padding when n is not a multiple of block_n, e.g. 10-token decode feeds of many rows)
-    instead of ``block_n`` slots of one row."""
+    instead of ``block_n`` slots of one row.
+    ``normed``: ``x`` already holds the normed h1 (``residual_norm``'s ``m_out``); the merge, the norm and the
+    ``h_out`` store are skipped (``o_part``, ``h_out`` and ``ln_w`` are then only checked)."""
     B, S, C = x.shape
     dev = x.device
     f32 = (torch.float32,)
@@ -142,18 +150,21 @@ def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream,
         B, n, S * C, B * S * C, S * I, float(eps),
         C=C, H=H, I=I, BI=block_i, BLOCK_C=triton.next_power_of_2(C), BN=block_n,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots),
-        FLAT=bool(flat), num_warps=num_warps,
+        FLAT=bool(flat), NORMED=bool(normed), num_warps=num_warps,
     )
 
 
 def mlp_gate_up_ref(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
-                    num_warps=4, split_k=0, bf16_dots=False, flat=False):
+                    num_warps=4, split_k=0, bf16_dots=False, flat=False, normed=False):
     """Torch reference with the launcher's signature and in-place effects."""
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a
-    h = x[:, :n] + o_part[:, :, :n].sum(0)
-    h_out[go, :n] = h[go]
-    m = ln_w.float() * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps))
+    if normed:
+        m = x[:, :n]
+    else:
+        h = x[:, :n] + o_part[:, :, :n].sum(0)
+        h_out[go, :n] = h[go]
+        m = ln_w.float() * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps))
     if bf16_dots:
         m = bf16_round(m)
     I = w_gate_up.shape[0] // 2

@@ -134,6 +134,10 @@ class TritonGenerator:
         # / 63.2 -> 63.0; one row unchanged (bench/engine_gpu.py --[no-]flat-decode, RESULTS.md ninth pass)
         self.flat_decode = True
         self.flat_qkv = True  # with flat_decode, rmsnorm_qkv_rope too (bench/engine_gpu.py --no-flat-qkv)
+        # prefill feeds of at least this many rows merge the attention residual and norm it once a token
+        # (residual_norm) before mlp_gate_up, whose column programs otherwise each re-read the H + 1 inputs.
+        # None: off (written and tested, not yet timed: bench/engine_gpu.py --prefill-merge-rows)
+        self.prefill_merge_rows: int | None = None
         # heads_select programs a head, each reading 1/P of its lm_head rows: on the GPU one 32-row vocabulary
         # chunk a program (9 for 266 ids: 71.1 -> 67.0 ms a clip, bench/RESULTS.md sixth pass)
         self.select_vocab_parts = 1 if interp else -(-d.vocab_size // 32)
@@ -356,6 +360,9 @@ class TritonGenerator:
         flat = self.flat_decode and not prefill
         bi = (prefill and self.prefill_block_i) or self.mlp_block_i
         bc = (prefill and self.prefill_block_c) or self.mlp_block_c
+        merge = bool(prefill and self.prefill_merge_rows and ws.rows >= self.prefill_merge_rows)
+        if merge and ws.m is None:
+            ws.m = torch.empty_like(ws.hA)  # the normed h1 of a prefill feed (residual_norm -> mlp_gate_up)
         for li, lw in enumerate(self.w.layers):
             x_in = ws.x if li == 0 else ws.hB
             ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
@@ -366,8 +373,11 @@ class TritonGenerator:
                           scratch, n, key_end, upstream, block_q=scratch.bq, chunk=chunk,
                           block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps,
                           merge_group=self.merge_group, oproj_block=self.oproj_block, bf16_dots=tc)
-            ops.mlp_gate_up(x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n, eps, upstream,
-                            block_n=block, block_i=bi, split_k=split, bf16_dots=tc, flat=flat)
+            if merge:
+                ops.residual_norm(x_in, ws.opart, ws.hA, lw["ln2"], alive, ws.m, n, eps, upstream, block_n=block)
+            ops.mlp_gate_up(ws.m if merge else x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n,
+                            eps, upstream, block_n=block, block_i=bi, split_k=split, bf16_dots=tc, flat=flat,
+                            normed=merge)
             ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=block,
                          block_c=bc, block_k=self.mlp_block_k, split_k=split, bf16_dots=tc, flat=flat)
 

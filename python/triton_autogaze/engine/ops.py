@@ -18,6 +18,7 @@ from triton_autogaze.kernels import frame_setup as _fs
 from triton_autogaze.kernels import heads_select as _hs
 from triton_autogaze.kernels import mlp_down as _down
 from triton_autogaze.kernels import mlp_gate_up as _up
+from triton_autogaze.kernels import residual_norm as _rn
 from triton_autogaze.kernels import rmsnorm_qkv_rope as _qkv
 
 
@@ -26,6 +27,7 @@ class Ops:
     frame_setup: Callable
     rmsnorm_qkv_rope: Callable
     attention: Callable
+    residual_norm: Callable
     mlp_gate_up: Callable
     mlp_down: Callable
     heads_select: Callable
@@ -33,10 +35,10 @@ class Ops:
     triton: bool
 
 
-TRITON_OPS = Ops(_fs.frame_setup, _qkv.rmsnorm_qkv_rope, _attn.attention, _up.mlp_gate_up, _down.mlp_down,
-                 _hs.heads_select, _ff.frame_finish, True)
-TORCH_OPS = Ops(_fs.frame_setup_ref, _qkv.rmsnorm_qkv_rope_ref, _attn.attention_ref, _up.mlp_gate_up_ref,
-                _down.mlp_down_ref, _hs.heads_select_ref, _ff.frame_finish_ref, False)
+TRITON_OPS = Ops(_fs.frame_setup, _qkv.rmsnorm_qkv_rope, _attn.attention, _rn.residual_norm, _up.mlp_gate_up,
+                 _down.mlp_down, _hs.heads_select, _ff.frame_finish, True)
+TORCH_OPS = Ops(_fs.frame_setup_ref, _qkv.rmsnorm_qkv_rope_ref, _attn.attention_ref, _rn.residual_norm_ref,
+                _up.mlp_gate_up_ref, _down.mlp_down_ref, _hs.heads_select_ref, _ff.frame_finish_ref, False)
 
 
 def ops_for(device: torch.device, backend: str = "auto") -> Ops:

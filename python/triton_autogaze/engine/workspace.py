@@ -103,6 +103,7 @@ class Workspace:
         self.ban = torch.zeros(B, ban_width(V), dtype=torch.int8, device=device)
         # activations
         self.hA = torch.zeros(B, S, C, **f32)
+        self.m: torch.Tensor | None = None  # [B, S, C] fp32, allocated by the first merged prefill feed
         self.hB = torch.zeros(B, S, C, **f32)
         self.q = torch.zeros(B, H, S, D, **f32)
         self.opart = torch.zeros(H, B, S, C, **f32)

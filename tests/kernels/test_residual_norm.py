@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from triton_autogaze.kernels.mlp_gate_up import mlp_gate_up, mlp_gate_up_ref
+from triton_autogaze.kernels.residual_norm import residual_norm, residual_norm_ref
+
+B, S, C, H, I = 3, 26, 192, 6, 384
+
+
+def make(device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g).to(device)  # noqa: E731
+    return dict(x=r(B, S, C), o_part=r(H, B, S, C), h_out=torch.zeros(B, S, C, device=device), ln_w=r(C),
+                alive=torch.tensor([1, 0, 1], dtype=torch.int32, device=device),
+                m_out=torch.zeros(B, S, C, device=device))
+
+
+@pytest.mark.parametrize("n,block_n,upstream", [(26, 32, False), (20, 16, True), (7, 16, False)])
+def test_matches_ref(device, n, block_n, upstream):
+    a = make(device)
+    b = {k: v.clone() for k, v in a.items()}
+    residual_norm(**a, n=n, eps=1e-5, upstream=upstream, block_n=block_n)
+    residual_norm_ref(**b, n=n, eps=1e-5, upstream=upstream)
+    for key in ("h_out", "m_out"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5)
+    assert not a["m_out"][:, n:].any(), "slots past n must not be touched"
+    if not upstream:
+        assert not a["m_out"][1].any() and not a["h_out"][1].any(), "a finished row must not be touched"
+    else:
+        assert a["m_out"][1, :n].any()
+
+
+@pytest.mark.parametrize("split_k", [0, 64])
+def test_gate_up_on_normed_input_equals_the_fused_merge(device, split_k):
+    """residual_norm then mlp_gate_up(normed=True) gives the activations and h1 of mlp_gate_up's own merge."""
+    a = make(device, seed=1)
+    g = torch.Generator().manual_seed(2)
+    w = (torch.randn(2 * I, C, generator=g) * 0.1).to(device)
+    n = 26
+    residual_norm(**a, n=n, eps=1e-5, upstream=False)
+    act = torch.zeros(B, S, I, device=device)
+    mlp_gate_up(a["m_out"], a["o_part"], a["h_out"], a["ln_w"], w, a["alive"], act, n, 1e-5, False, block_n=32,
+                block_i=16, split_k=split_k, normed=True)
+    h_ref, act_ref = torch.zeros(B, S, C, device=device), torch.zeros(B, S, I, device=device)
+    mlp_gate_up_ref(a["x"], a["o_part"], h_ref, a["ln_w"], w, a["alive"], act_ref, n, 1e-5, False)
+    torch.testing.assert_close(a["h_out"], h_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(act, act_ref, rtol=1e-4, atol=1e-5)
+    assert not act[1].any()
+
+
+def test_bad_shapes_are_named(device):
+    a = make(device)
+    a["m_out"] = a["m_out"][:, :5]
+    with pytest.raises(ValueError, match="m_out"):
+        residual_norm(**a, n=5, eps=1e-5, upstream=False)
+    with pytest.raises(ValueError, match="n"):
+        residual_norm(**make(device), n=0, eps=1e-5, upstream=False)
