@@ -1,12 +1,16 @@
 """Why the resize-224 pipeline's first frames wait: host times of each upload wait (entry -> return) in a staged
-overlapped call, then the main thread's slow calls (> 0.3 ms, sys.setprofile) before the first wait."""
+overlapped call, then the main thread's slow calls (> 0.3 ms, sys.setprofile) before the first wait.
+
+    python bench/overlap_gil_probe.py
+"""
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, "tests")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fixture_data import LOCAL  # noqa: E402
 from triton_autogaze.demo import synthesize_clip  # noqa: E402
 from triton_autogaze.pipeline import AutoGazePipeline  # noqa: E402

@@ -1,4 +1,8 @@
-"""A/B of two upload stages on the bench's 133 MB clip: the installed upload.py vs a file given as argv[1]."""
+"""A/B of two upload stages on a 133 MB 1080p 16-frame RGBA clip: the installed upload.py vs another version of it
+given as a file (e.g. `git show REV:python/triton_autogaze/upload.py > /tmp/old.py`), alternating, 20 rounds each.
+
+    python bench/upload_ab.py /tmp/old.py
+"""
 import importlib.util
 import statistics
 import sys
