@@ -46,6 +46,12 @@ def split_slices(split_k: int, inner: int, rows: int, cols: int) -> tuple[int, i
     return split_k, s
 
 
+def token_blocks(B: int, n: int, block_n: int, flat: bool) -> int:
+    """Token programs of a row-wise launch over the first ``n`` slots of B rows: ``block_n`` slots of one row each,
+    or with ``flat`` ``block_n`` consecutive tokens of the B x n feed across rows (the kernels' FLAT mode)."""
+    return -(-B * n // block_n) if flat else B * -(-n // block_n)
+
+
 def check_bf16_dots(bf16_dots: bool, weight: torch.Tensor, name: str) -> None:
     """bf16 tensor-core products are for bf16 weights only (fp32 mode stays IEEE fp32)."""
     if bf16_dots and weight.dtype != torch.bfloat16:

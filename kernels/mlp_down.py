@@ -18,7 +18,7 @@ import triton.language as tl
 
 from ._checks import check_tensor as _check
 from ._bf16 import bf16_round, mode_dot, tc_mode
-from ._checks import check_bf16_dots, split_slices
+from ._checks import check_bf16_dots, split_slices, token_blocks
 
 
 @triton.jit
@@ -111,8 +111,7 @@ def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, bl
             raise ValueError(f"{nm}: expected a power of two >= 16, got {v}")
     check_bf16_dots(bf16_dots, w_down, "w_down")
     ks, nks = split_slices(0 if bf16_dots else split_k, I, block_n, block_c)
-    rows = triton.cdiv(B * n, block_n) if flat else B * triton.cdiv(n, block_n)
-    grid = (rows, triton.cdiv(C, block_c))
+    grid = (token_blocks(B, n, block_n, flat), triton.cdiv(C, block_c))
     _mlp_down_kernel[grid](
         h, act, w_down, alive, out, B, n, S * C, S * I,
         C=C, I=I, BC=block_c, BKI=block_k, BN=block_n, BLOCK_B=triton.next_power_of_2(B),

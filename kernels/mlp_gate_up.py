@@ -20,7 +20,7 @@ import triton.language as tl
 
 from ._checks import check_tensor as _check
 from ._bf16 import bf16_round, mode_dot, tc_mode
-from ._checks import check_bf16_dots, split_slices
+from ._checks import check_bf16_dots, split_slices, token_blocks
 
 
 @triton.jit
@@ -143,8 +143,7 @@ def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream,
         raise ValueError(f"block_i: expected a power of two >= 16, got {block_i}")
     check_bf16_dots(bf16_dots, w_gate_up, "w_gate_up")
     ks, nks = split_slices(0 if bf16_dots else split_k, C, block_n, block_i)
-    rows = triton.cdiv(B * n, block_n) if flat else B * triton.cdiv(n, block_n)
-    grid = (rows, triton.cdiv(I, block_i))
+    grid = (token_blocks(B, n, block_n, flat), triton.cdiv(I, block_i))
     _mlp_gate_up_kernel[grid](
         x, o_part, h_out, ln_w, w_gate_up, alive, act,
         B, n, S * C, B * S * C, S * I, float(eps),

@@ -23,7 +23,7 @@ import triton.language as tl
 
 from ._checks import check_tensor as _check
 from ._bf16 import bf16_round, mode_dot, tc_mode
-from ._checks import check_bf16_dots, split_slices
+from ._checks import check_bf16_dots, split_slices, token_blocks
 
 
 @triton.jit
@@ -212,8 +212,7 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
         raise ValueError(f"block_h: expected a power of two >= 16, got {block_h}")
     check_bf16_dots(bf16_dots, w_qkv, "w_qkv")
     ks, nks = split_slices(0 if bf16_dots else split_k, C, block_n, block_h)
-    rows = triton.cdiv(B * n, block_n) if flat else B * triton.cdiv(n, block_n)
-    grid = (rows, 3 * triton.cdiv(H * D // 2, block_h))
+    grid = (token_blocks(B, n, block_n, flat), 3 * triton.cdiv(H * D // 2, block_h))
     _rmsnorm_qkv_rope_kernel[grid](
         x, x if parts is None else parts, x if h_out is None else h_out, ln_w, w_qkv, cos_tab, sin_tab, pos,
         qoff, int(qoff_add), jmin, alive, q_out, k_cache, v_cache,

@@ -21,8 +21,9 @@ NEG_INF = float("-inf")
 
 def frame_budget(ratio: float, num_vision_tokens: int) -> int:
     """M_t = max(trunc(float32(ratio) * float32(NV)), 1), as upstream computes it."""
-    r = np.float32(ratio) * np.float32(num_vision_tokens)  # an IEEE float32 product, as torch's (no torch op:
-    return max(int(r), 1)  # the pipeline computes budgets while upload threads hold the CPU)
+    # an IEEE float32 product, as torch's, without torch ops (cheap: the pipeline plans while upload threads run)
+    r = np.float32(ratio) * np.float32(num_vision_tokens)
+    return max(int(r), 1)
 
 
 @dataclass
