@@ -140,7 +140,11 @@ def main() -> None:
     ap.add_argument("--prefill-block-i", type=int, default=None, help="--block-i of prefill feeds (default: same)")
     ap.add_argument("--prefill-block-c", type=int, default=None, help="--block-c of prefill feeds (default: same)")
     ap.add_argument("--prefill-merge-rows", type=int, default=None,
-                    help="prefill feeds of at least this many rows: residual_norm before mlp_gate_up (off)")
+                    help="prefill feeds of at least this many rows: residual_norm before mlp_gate_up (default 1; 0 off)")
+    ap.add_argument("--prefill-mlp-block", type=int, default=None,
+                    help="with --prefill-merge-rows: tokens a prefill MLP program (default: the prefill block)")
+    ap.add_argument("--prefill-mlp-block-k", type=int, default=None,
+                    help="with --prefill-merge-rows: GEMM-shaped prefill MLP products, inner chunks of this (0 off)")
     ap.add_argument("--flat-decode", action=argparse.BooleanOptionalAction, default=None,
                     help="decode feeds' row-wise programs of 16 tokens across rows (flat=True; the default)")
     ap.add_argument("--flat-qkv", action=argparse.BooleanOptionalAction, default=None,
@@ -171,7 +175,8 @@ def main() -> None:
                       ("vocab_parts", "select_vocab_parts"), ("bf16_dots", "bf16_dots"),
                       ("max_programs", "max_programs"), ("max_chunk", "max_chunk"),
                       ("prefill_block_i", "prefill_block_i"), ("prefill_block_c", "prefill_block_c"),
-                      ("prefill_merge_rows", "prefill_merge_rows")):
+                      ("prefill_merge_rows", "prefill_merge_rows"), ("prefill_mlp_block", "prefill_mlp_block"),
+                      ("prefill_mlp_block_k", "prefill_mlp_block_k")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
     for arg in ("prefill_key_block", "large_decode_key_block"):
@@ -213,7 +218,8 @@ def main() -> None:
           f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} "
           f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots} max programs {gen.max_programs} "
           f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "
-          f"{gen.prefill_key_block}/{gen.large_decode_key_block} flat decode {gen.flat_decode} (qkv {gen.flat_qkv})")
+          f"{gen.prefill_key_block}/{gen.large_decode_key_block} flat decode {gen.flat_decode} (qkv {gen.flat_qkv}) "
+          f"prefill merge rows {gen.prefill_merge_rows} mlp block / k {gen.prefill_mlp_block}/{gen.prefill_mlp_block_k}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

@@ -29,7 +29,7 @@ def _mlp_gate_up_kernel(
     B, n, x_sb, part_stride, act_sb, eps,
     C: tl.constexpr, H: tl.constexpr, I: tl.constexpr, BI: tl.constexpr, BLOCK_C: tl.constexpr,
     BN: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, KS: tl.constexpr, S: tl.constexpr,
-    TC: tl.constexpr, FLAT: tl.constexpr, NORMED: tl.constexpr,
+    TC: tl.constexpr, FLAT: tl.constexpr, NORMED: tl.constexpr, BK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if FLAT:  # BN consecutive tokens of the B x n feed across rows: slot index rb * S + rj from row 0's base
@@ -63,7 +63,22 @@ def _mlp_gate_up_kernel(
             nmask = offs_n < n
         offs_i = pi * BI + tl.arange(0, BI)
         imask = offs_i < I
-        if S == 1:
+        if BK > 0:
+            # normed input, GEMM-shaped: the hidden axis in sequential chunks of BK (no padding of C to a power
+            # of two; large prefill feeds, where a program's throughput matters more than its chain's latency)
+            g = tl.zeros([BN, BI], tl.float32)
+            u = tl.zeros([BN, BI], tl.float32)
+            for k0 in tl.static_range(0, C, BK):
+                offs_k = k0 + tl.arange(0, BK)
+                kmask = offs_k < C
+                a = tl.load(x_ptr + b * x_sb + offs_n[:, None] * C + offs_k[None, :],
+                            mask=nmask[:, None] & kmask[None, :], other=0.0)
+                wm = imask[:, None] & kmask[None, :]
+                wg = tl.load(wgu_ptr + offs_i[:, None] * C + offs_k[None, :], mask=wm, other=0.0)
+                wu = tl.load(wgu_ptr + (I + offs_i)[:, None] * C + offs_k[None, :], mask=wm, other=0.0)
+                g += mode_dot(a, tl.trans(wg), TC)
+                u += mode_dot(a, tl.trans(wu), TC)
+        elif S == 1:
             offs_c = tl.arange(0, BLOCK_C)
             cmask = offs_c < C
             m2 = nmask[:, None] & cmask[None, :]
@@ -112,7 +127,7 @@ def _mlp_gate_up_kernel(
 
 
 def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
-                num_warps=4, split_k=0, bf16_dots=False, flat=False, normed=False):
+                num_warps=4, split_k=0, bf16_dots=False, flat=False, normed=False, block_k=0):
     """x, h_out [B, S, C] fp32; o_part [H, B, S, C] fp32; ln_w [C]; w_gate_up [2I, C] (cat(gate, up), fp32 or
     bf16); alive [B] int32; act [B, S, I] fp32 receives silu(gate) * up for the first ``n`` slots of running
     rows. ``block_i``: intermediate columns per program (a power of two >= 16). ``split_k``: 0, or the slice
@@ -122,7 +137,9 @@ def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream,
     programs and no per-row padding when n is not a multiple of block_n, e.g. 10-token decode feeds of many rows)
     instead of ``block_n`` slots of one row.
     ``normed``: ``x`` already holds the normed h1 (``residual_norm``'s ``m_out``); the merge, the norm and the
-    ``h_out`` store are skipped (``o_part``, ``h_out`` and ``ln_w`` are then only checked)."""
+    ``h_out`` store are skipped (``o_part``, ``h_out`` and ``ln_w`` are then only checked).
+    ``block_k`` (normed only; 0: off): the hidden axis in sequential chunks of ``block_k`` (a power of two >= 16)
+    with an accumulator tile per program, a plain GEMM for large prefill feeds (``split_k`` is then ignored)."""
     B, S, C = x.shape
     dev = x.device
     f32 = (torch.float32,)
@@ -142,19 +159,24 @@ def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream,
     if block_i < 16 or block_i & (block_i - 1):
         raise ValueError(f"block_i: expected a power of two >= 16, got {block_i}")
     check_bf16_dots(bf16_dots, w_gate_up, "w_gate_up")
-    ks, nks = split_slices(0 if bf16_dots else split_k, C, block_n, block_i)
+    if block_k:
+        if not normed:
+            raise ValueError("block_k: the chunked hidden axis needs normed=True (the norm reads whole rows)")
+        if block_k < 16 or block_k & (block_k - 1):
+            raise ValueError(f"block_k: expected 0 or a power of two >= 16, got {block_k}")
+    ks, nks = split_slices(0 if bf16_dots or block_k else split_k, C, block_n, block_i)
     grid = (token_blocks(B, n, block_n, flat), triton.cdiv(I, block_i))
     _mlp_gate_up_kernel[grid](
         x, o_part, h_out, ln_w, w_gate_up, alive, act,
         B, n, S * C, B * S * C, S * I, float(eps),
         C=C, H=H, I=I, BI=block_i, BLOCK_C=triton.next_power_of_2(C), BN=block_n,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots),
-        FLAT=bool(flat), NORMED=bool(normed), num_warps=num_warps,
+        FLAT=bool(flat), NORMED=bool(normed), BK=int(block_k), num_warps=num_warps,
     )
 
 
 def mlp_gate_up_ref(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
-                    num_warps=4, split_k=0, bf16_dots=False, flat=False, normed=False):
+                    num_warps=4, split_k=0, bf16_dots=False, flat=False, normed=False, block_k=0):
     """Torch reference with the launcher's signature and in-place effects."""
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a

@@ -392,15 +392,20 @@ def test_fed_segments_equal_one_call(model, vision, segment):
         g.run_fed(feed, 2, [20, 30, 20], None, "independent", segment=0)
 
 
-def test_merged_prefill_residual_matches_reference(model, vision):
-    """prefill_merge_rows: prefill feeds merge the attention residual and norm it once a token (residual_norm)
-    before mlp_gate_up(normed=True); with rows stopping at different steps, the reference's tokens."""
+@pytest.mark.parametrize("merge,gemm", [(None, None), (2, None), (2, (64, 64))])
+def test_merged_prefill_residual_matches_reference(model, vision, merge, gemm):
+    """prefill_merge_rows (the default: every prefill): prefill feeds merge the attention residual and norm it
+    once a token (residual_norm) before mlp_gate_up(normed=True), optionally with GEMM-shaped MLP products
+    (prefill_mlp_block, prefill_mlp_block_k); None: mlp_gate_up merges in every program. With rows stopping at
+    different steps, the reference's tokens either way."""
     cfg, w, _ = model
     g = TritonGenerator(w, cfg, use_cuda_graph=False)
-    assert g.prefill_merge_rows is None  # off until timed
-    g.prefill_merge_rows = 2
+    assert g.prefill_merge_rows == 1
+    g.prefill_merge_rows = merge
+    if gemm is not None:
+        g.prefill_mlp_block, g.prefill_mlp_block_k = gemm
     v = torch.cat([vision[:2], vision[:1] * 0.9]).contiguous()
     tau = torch.tensor([[-5.0], [0.5], [-5.0]], device=DEV).expand(3, v.shape[1]).contiguous()
     out, st = g.run(v, [30] * v.shape[1], tau, "independent")
-    assert st._ws.m is not None
+    assert (st._ws.m is not None) == (merge is not None)
     assert_same(out, reference(model, v, [30] * v.shape[1], tau, "independent"))

@@ -30,22 +30,24 @@ def test_matches_ref(device, n, block_n, upstream):
         assert a["m_out"][1, :n].any()
 
 
-@pytest.mark.parametrize("split_k", [0, 64])
-def test_gate_up_on_normed_input_equals_the_fused_merge(device, split_k):
-    """residual_norm then mlp_gate_up(normed=True) gives the activations and h1 of mlp_gate_up's own merge."""
+@pytest.mark.parametrize("split_k,block_k,block_n,block_i", [(0, 0, 32, 16), (64, 0, 32, 16), (64, 64, 32, 16),
+                                                           (0, 32, 16, 32)])
+def test_gate_up_on_normed_input_equals_the_fused_merge(device, split_k, block_k, block_n, block_i):
+    """residual_norm then mlp_gate_up(normed=True) gives the activations and h1 of mlp_gate_up's own merge, with
+    sliced products (split_k) or the hidden axis in sequential chunks (block_k, which takes over from split_k)."""
     a = make(device, seed=1)
     g = torch.Generator().manual_seed(2)
     w = (torch.randn(2 * I, C, generator=g) * 0.1).to(device)
-    n = 26
+    n = 23
     residual_norm(**a, n=n, eps=1e-5, upstream=False)
     act = torch.zeros(B, S, I, device=device)
-    mlp_gate_up(a["m_out"], a["o_part"], a["h_out"], a["ln_w"], w, a["alive"], act, n, 1e-5, False, block_n=32,
-                block_i=16, split_k=split_k, normed=True)
+    mlp_gate_up(a["m_out"], a["o_part"], a["h_out"], a["ln_w"], w, a["alive"], act, n, 1e-5, False,
+                block_n=block_n, block_i=block_i, split_k=split_k, normed=True, block_k=block_k)
     h_ref, act_ref = torch.zeros(B, S, C, device=device), torch.zeros(B, S, I, device=device)
     mlp_gate_up_ref(a["x"], a["o_part"], h_ref, a["ln_w"], w, a["alive"], act_ref, n, 1e-5, False)
     torch.testing.assert_close(a["h_out"], h_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(act, act_ref, rtol=1e-4, atol=1e-5)
-    assert not act[1].any()
+    assert not act[1].any() and not act[:, n:].any()
 
 
 def test_bad_shapes_are_named(device):
@@ -55,3 +57,14 @@ def test_bad_shapes_are_named(device):
         residual_norm(**a, n=5, eps=1e-5, upstream=False)
     with pytest.raises(ValueError, match="n"):
         residual_norm(**make(device), n=0, eps=1e-5, upstream=False)
+
+
+def test_gate_up_block_k_needs_normed_input(device):
+    a = make(device)
+    w = torch.zeros(2 * I, C, device=device)
+    act = torch.zeros(B, S, I, device=device)
+    with pytest.raises(ValueError, match="block_k"):
+        mlp_gate_up(a["x"], a["o_part"], a["h_out"], a["ln_w"], w, a["alive"], act, 5, 1e-5, False, block_k=64)
+    with pytest.raises(ValueError, match="block_k"):
+        mlp_gate_up(a["m_out"], a["o_part"], a["h_out"], a["ln_w"], w, a["alive"], act, 5, 1e-5, False,
+                    normed=True, block_k=24)

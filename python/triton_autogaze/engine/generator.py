@@ -136,8 +136,18 @@ class TritonGenerator:
         self.flat_qkv = True  # with flat_decode, rmsnorm_qkv_rope too (bench/engine_gpu.py --no-flat-qkv)
         # prefill feeds of at least this many rows merge the attention residual and norm it once a token
         # (residual_norm) before mlp_gate_up, whose column programs otherwise each re-read the H + 1 inputs.
-        # None: off (written and tested, not yet timed: bench/engine_gpu.py --prefill-merge-rows)
-        self.prefill_merge_rows: int | None = None
+        # H200: 45 rows fp32 610.9 -> 593.5 ms, bf16 142.5 -> 135.0; 8 clips 150.5 -> 147.7 / 62.8 -> 62.2; one
+        # clip unchanged (62.7 / 62.9, bf16 35.3 / 34.9), so on for every prefill (None: off;
+        # bench/engine_gpu.py --prefill-merge-rows)
+        self.prefill_merge_rows: int | None = 1
+        # With the merge on, the prefill MLP as two GEMM-shaped products: programs of prefill_mlp_block tokens
+        # (None: prefill_block) walk the inner axis in sequential chunks of prefill_mlp_block_k (0: off, the
+        # sliced products of prefill_split_k), for large feeds where throughput matters more than a chain's
+        # latency. Off: H200, fp32 45 rows 593.5 -> 586.4 ms with 64 tokens, 64 columns and 32-wide chunks, but
+        # 8 clips 147.7 -> 148.5; 64-wide chunks 1.16x slower; bf16 135.0 -> 134.5 (bench/engine_gpu.py
+        # --prefill-mlp-block / --prefill-mlp-block-k)
+        self.prefill_mlp_block: int | None = None
+        self.prefill_mlp_block_k = 0
         # heads_select programs a head, each reading 1/P of its lm_head rows: on the GPU one 32-row vocabulary
         # chunk a program (9 for 266 ids: 71.1 -> 67.0 ms a clip, bench/RESULTS.md sixth pass)
         self.select_vocab_parts = 1 if interp else -(-d.vocab_size // 32)
@@ -363,6 +373,8 @@ class TritonGenerator:
         merge = bool(prefill and self.prefill_merge_rows and ws.rows >= self.prefill_merge_rows)
         if merge and ws.m is None:
             ws.m = torch.empty_like(ws.hA)  # the normed h1 of a prefill feed (residual_norm -> mlp_gate_up)
+        gemm_k = self.prefill_mlp_block_k if merge else 0
+        mblock = (merge and self.prefill_mlp_block) or block
         for li, lw in enumerate(self.w.layers):
             x_in = ws.x if li == 0 else ws.hB
             ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
@@ -376,10 +388,11 @@ class TritonGenerator:
             if merge:
                 ops.residual_norm(x_in, ws.opart, ws.hA, lw["ln2"], alive, ws.m, n, eps, upstream, block_n=block)
             ops.mlp_gate_up(ws.m if merge else x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n,
-                            eps, upstream, block_n=block, block_i=bi, split_k=split, bf16_dots=tc, flat=flat,
-                            normed=merge)
-            ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=block,
-                         block_c=bc, block_k=self.mlp_block_k, split_k=split, bf16_dots=tc, flat=flat)
+                            eps, upstream, block_n=mblock, block_i=bi, split_k=split, bf16_dots=tc, flat=flat,
+                            normed=merge, block_k=gemm_k)
+            ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=mblock,
+                         block_c=bc, block_k=gemm_k or self.mlp_block_k, split_k=0 if gemm_k else split,
+                         bf16_dots=tc, flat=flat)
 
     def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None):
         B = ws.rows
