@@ -72,7 +72,7 @@ def test_gpu_rgba_clip_end_to_end(benchmark, gpu_pipe, clip_1080p, mode, overlap
     model ``overlap`` frames at a time (one call, run_packed_chunks) while the rest of the clip uploads (None:
     the model starts after the whole upload)."""
     _record_device(benchmark, "cuda")
-    gpu_pipe.overlap_frames = overlap
+    default, gpu_pipe.overlap_frames = gpu_pipe.overlap_frames, overlap
 
     def run():
         trace = gpu_pipe.trace_rgba_clip(clip_1080p, mode=mode, **GAZE)
@@ -80,7 +80,7 @@ def test_gpu_rgba_clip_end_to_end(benchmark, gpu_pipe, clip_1080p, mode, overlap
         return trace
 
     trace = benchmark.pedantic(run, rounds=8, iterations=1, warmup_rounds=2)
-    gpu_pipe.overlap_frames = None
+    gpu_pipe.overlap_frames = default
     benchmark.extra_info["tiles"] = trace.tiling.num_tiles
     benchmark.extra_info["valid_tokens"] = int((~trace.if_padded_gazing).sum())
 

@@ -19,7 +19,7 @@ import triton_autogaze.upload as U  # noqa: E402
 rgb = synthesize_clip(16, 1080, 1920, seed=0)
 clip = np.ascontiguousarray(np.concatenate([rgb, np.full(rgb.shape[:-1] + (1,), 255, np.uint8)], -1))
 pipe = AutoGazePipeline.from_pretrained(LOCAL / "model", device="cuda")
-pipe.overlap_frames = 2
+pipe.overlap_frames = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 log, slow, T0, first = [], [], [0.0], [True]
 orig_wait = U.StagedUpload.wait
 

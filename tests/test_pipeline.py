@@ -260,7 +260,7 @@ def test_staged_upload_overlaps_chunks_with_the_same_trace(pipe, monkeypatch):
             return super().staged(src)
 
     old, old_chunk = pipe.uploader, pipe.overlap_frames
-    assert old_chunk is None  # off by default: measured slower than one call on the H100 (RESULTS section 4)
+    assert old_chunk == 2  # the default (RESULTS section 4)
     pipe.uploader = Spy(pipe.device, threads=2, pin=pipe.device.type == "cuda")
     pipe.overlap_frames = 2
     try:

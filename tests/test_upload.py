@@ -36,7 +36,7 @@ def test_buffer_is_reused_and_grown():
     assert up._buf.data_ptr() == ptr
     assert torch.equal(up(c), c) and up._buf.numel() >= c.numel()
     up.close()
-    assert up._buf is None and up._pool is None
+    assert up._buf is None
     assert torch.equal(up(a), a)  # usable again after close
     up.close()
 
@@ -108,3 +108,49 @@ def test_pinning_failure_falls_back_with_a_warning(monkeypatch):
         out = up(src)
     assert torch.equal(out, src)
     assert not up.wanted(src)  # staging is off from now on
+
+
+@pytest.mark.parametrize("nbytes,threads,piece", [(0, 2, 16), (1, 3, 16), (1000, 4, 7), (4096, 1, 4096),
+                                                  (100_003, 8, 1024)])
+def test_ordered_copy_copies_every_byte(nbytes, threads, piece):
+    from triton_autogaze._stage import OrderedCopy
+
+    src = np.random.default_rng(nbytes).integers(0, 256, nbytes + 1, dtype=np.uint8)[:nbytes]
+    dst = np.zeros(max(nbytes, 1), dtype=np.uint8)
+    c = OrderedCopy(src.ctypes.data, dst.ctypes.data, nbytes, threads, piece)
+    got = c.wait(nbytes // 2)
+    assert nbytes // 2 <= got <= nbytes
+    assert np.array_equal(dst[:got], src[:got]), "the reported prefix must be copied"
+    c.join()
+    assert c.ready() == nbytes == c.nbytes and np.array_equal(dst[:nbytes], src)
+    assert c.wait(nbytes + 10) == nbytes  # asking past the end returns the whole copy
+
+
+def test_ordered_copy_rejects_bad_arguments():
+    from triton_autogaze._stage import OrderedCopy
+
+    a, b = np.zeros(64, np.uint8), np.zeros(64, np.uint8)
+    with pytest.raises(ValueError, match="overlap"):
+        OrderedCopy(a.ctypes.data, a.ctypes.data + 8, 32, 2)
+    with pytest.raises(ValueError, match="piece"):
+        OrderedCopy(a.ctypes.data, b.ctypes.data, 64, 2, 0)
+    with pytest.raises(ValueError, match="threads"):
+        OrderedCopy(a.ctypes.data, b.ctypes.data, 64, 0)
+    with pytest.raises(ValueError, match="nbytes"):
+        OrderedCopy(a.ctypes.data, b.ctypes.data, -1, 1)
+
+
+def test_staged_frames_arrive_in_order():
+    """wait(stop) delivers frames [0, stop) before the upload ends; a non-contiguous source is copied first."""
+    up = HostUploader("cpu", threads=3, pin=False, piece=100)
+    src = _frames(6, 10, 12)
+    with up.staged(src) as st:
+        st.wait(2)
+        assert torch.equal(st.out[:2], src[:2])
+        st.wait(1)  # already there: no-op
+        st.wait(6)
+        assert torch.equal(st.out, src)
+    strided = _frames(4, 12, 10).transpose(1, 2)
+    assert torch.equal(up(strided), strided)
+    with pytest.raises(ValueError, match="CPU"):
+        up(torch.zeros(2, 2, device="meta"))
