@@ -242,16 +242,14 @@ def test_chunked_run_refuses_tiled_modes_and_bad_chunks(pipe):
         pipe.run_packed_chunks(frames, GazeOptions(), 0)
 
 
-def test_staged_upload_overlaps_chunks_with_the_same_trace(pipe, monkeypatch):
-    """A large host clip in resize-224 goes through the uploader's staged path, the model starting on the first
-    frames while the rest are still copied: the trace is the plain path's."""
+@pytest.fixture
+def staged_calls(pipe, monkeypatch):
+    """Every host clip goes through a spying uploader's staged path (MIN_STAGED_BYTES 1); yields the shapes it
+    was given."""
     import triton_autogaze.upload as U
     from triton_autogaze.upload import HostUploader
 
     monkeypatch.setattr(U, "MIN_STAGED_BYTES", 1)
-    frames = rgba(5, 60, 90, seed=9)
-    kw = dict(gazing_ratio=0.05, task_loss_requirement=-2.0)
-    want = pipe.run_packed(pipe.packed(frames), GazeOptions(**kw))
     calls = []
 
     class Spy(HostUploader):
@@ -262,14 +260,43 @@ def test_staged_upload_overlaps_chunks_with_the_same_trace(pipe, monkeypatch):
     old, old_chunk = pipe.uploader, pipe.overlap_frames
     assert old_chunk == 2  # the default (RESULTS section 4)
     pipe.uploader = Spy(pipe.device, threads=2, pin=pipe.device.type == "cuda")
-    pipe.overlap_frames = 2
     try:
-        got = pipe.trace_rgba_clip(frames, **kw)
+        yield calls
     finally:
         pipe.uploader.close()
         pipe.uploader, pipe.overlap_frames = old, old_chunk
-    assert calls == [(5, 60, 90, 4)]
+
+
+def test_staged_upload_overlaps_chunks_with_the_same_trace(pipe, staged_calls):
+    """A large host clip in resize-224 goes through the uploader's staged path, the model starting on the first
+    frames while the rest are still copied: the trace is the plain path's."""
+    frames = rgba(5, 60, 90, seed=9)
+    kw = dict(gazing_ratio=0.05, task_loss_requirement=-2.0)
+    up, pipe.uploader = pipe.uploader, None
+    want = pipe.run_packed(pipe.packed(frames), GazeOptions(**kw))
+    pipe.uploader = up
+    got = pipe.trace_rgba_clip(frames, **kw)
+    assert staged_calls == [(5, 60, 90, 4)]
     assert_same_trace(got, want)
+
+
+def test_trace_video_overlaps_large_clips(pipe, staged_calls, tmp_path, monkeypatch):
+    """trace_video's clips take the same overlapped path as trace_rgba_clip (those longer than overlap_frames)."""
+    pytest.importorskip("av")
+    from triton_autogaze.video import read_video, write_video
+
+    path = write_video(tmp_path / "clip.mp4", rgba(5, 48, 64, seed=3)[..., :3])
+    decoded = read_video(path)
+    fed = []
+    run_chunks = pipe._run_chunks
+    monkeypatch.setattr(pipe, "_run_chunks", lambda frames, *a: fed.append(frames.shape[0]) or run_chunks(frames, *a))
+    traces = list(pipe.trace_video(path, clip_len=3, progress=False, **SMALL))
+    assert staged_calls == [(3, 48, 64, 3), (2, 48, 64, 3)]  # both clips through the stage,
+    assert fed == [3]  # and the model overlapped with the upload where the clip is longer than overlap_frames
+    up, pipe.uploader = pipe.uploader, None
+    for t, (a, b) in zip(traces, [(0, 3), (3, 5)]):
+        assert_same_trace(t, pipe.run_packed(pipe.packed(decoded[a:b]), GazeOptions(**SMALL)))
+    pipe.uploader = up
 
 
 def test_options_for_frames():

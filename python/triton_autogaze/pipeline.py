@@ -152,13 +152,15 @@ class AutoGazePipeline:
         """Gaze of one packed clip: uint8 [T, H, W, 4] RGBA (or 3-channel RGB; alpha is ignored), numpy or tensor
         on any device. Returns a GazeTrace with one row per tile (row-major) plus stitched ``scale_masks``."""
         opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
-        frames = checked_packed(frames)
+        return self._trace_packed(checked_packed(frames), opts)
+
+    def _trace_packed(self, frames: torch.Tensor, opts: GazeOptions) -> GazeTrace:
+        """A checked packed clip [T, H, W, C] anywhere -> its trace. A large host clip in resize-224 is fed to the
+        model ``overlap_frames`` at a time while the rest of it is still uploading."""
         up = self.uploader
         if (self.overlap_frames is not None and opts.mode == "resize-224" and up is not None and up.wanted(frames)
                 and frames.shape[0] > self.overlap_frames):
-            # a large host clip: the model starts on its first frames while the rest are still uploading. The
-            # call's host-side plan comes first: the upload threads slow down the host's work while they run
-            prep = self._chunk_plan(frames.shape, opts)
+            prep = self._chunk_plan(frames.shape, opts)  # the call's host-side plan before the upload starts
             with up.staged(frames) as staged:
                 return self._run_chunks(staged.out, opts, prep, self.overlap_frames, staged.wait)
         return self.run_packed(self.packed(frames), opts)
@@ -293,7 +295,7 @@ class AutoGazePipeline:
         start = 0
         with tqdm(unit="frame", desc=f"gaze {mode}", disable=not progress) as bar:
             for clip in iter_clips(path_or_container, clip_len=clip_len, max_frames=max_frames):
-                trace = self.run_packed(self.packed(clip), opts.for_frames(0, len(clip)))
+                trace = self._trace_packed(checked_packed(clip), opts.for_frames(0, len(clip)))
                 yield replace(trace, start_frame=start)
                 start += len(clip)
                 bar.update(len(clip))
