@@ -19,9 +19,10 @@ def _run(monkeypatch, capsys, *args):
 
 
 def test_finds_a_perturbed_op_and_its_element(monkeypatch, capsys):
-    out = _run(monkeypatch, capsys, "--inject", "5")
-    assert "run 1: first differs at op 5" in out
-    assert "first differing op #5: rmsnorm_qkv_rope" in out  # frame_setup, layer 0 (4 ops), then layer 1
+    out = _run(monkeypatch, capsys, "--inject", "6")
+    assert "run 1: first differs at op 6" in out
+    # frame_setup, then layer 0 of the prefill (qkv, attention, residual_norm, gate_up, down), then layer 1
+    assert "first differing op #6: rmsnorm_qkv_rope" in out
     assert "1 elements differ (inputs before the op equal)" in out
 
 
