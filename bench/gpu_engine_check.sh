@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for the Triton backend: install, (engine + kernel tests), Triton-backend fixture parity,
 # a per-kernel profile, then the engine benchmark matrix. Carry .devcarry/shared (a copy of ../shared).
-# Toggles: T_DET / T_BISECT / T_RACECHECK / T_REPRO / T_SANITIZE / T_PROBE / T_MICRO / T_SPLITS / T_AB / T_TESTS / T_ENGINE / T_PARITY / T_PROFILE / T_BENCH / T_BF16 / T_CALL / T_SUITE = seconds for each stage (0 skips it);
+# Toggles: T_DET / T_BISECT / T_RACECHECK / T_REPRO / T_SANITIZE / T_PROBE / T_MICRO / T_SPLITS / T_AB / T_TESTS / T_ENGINE / T_PARITY / T_PROFILE / T_BENCH / T_BF16 / T_CALL / T_UPLOAD / T_SUITE = seconds for each stage (0 skips it);
 # BENCH_ARGS. Example: T_PROFILE=90 bash bench/gpu_engine_check.sh (carry .devcarry/shared).
 # Prepare once here: mkdir -p .devcarry/shared && cp -r ../shared/fixtures ../shared/media .devcarry/shared/ &&
 #   rm .devcarry/shared/fixtures/model/model.safetensors   (the model travels in tests/fixtures/model)
@@ -94,6 +94,10 @@ fi
 [ "${T_BF16:-0}" != 0 ] && timeout "$T_BF16" python3 bench/bf16_agreement.py 2>&1 | tee "$OUT/bf16.log"
 # where a model call's time goes when frames come a few at a time (streaming); CALL_ARGS, e.g. "--frames-per-call 4"
 [ "${T_CALL:-0}" != 0 ] && timeout "$T_CALL" python3 bench/call_overhead.py ${CALL_ARGS:-} 2>&1 | tee "$OUT/call.log"
+# the host -> GPU upload of a 1080p RGBA clip (pin_probe.py) and the resize-224 overlap sweep (overlap_probe.py;
+# UPLOAD_ARGS, e.g. "--threads 8 16 --overlap 0 4 2 --timeline")
+[ "${T_UPLOAD:-0}" != 0 ] && { timeout "$T_UPLOAD" python3 bench/pin_probe.py;
+  timeout "$T_UPLOAD" python3 bench/overlap_probe.py ${UPLOAD_ARGS:-}; } 2>&1 | tee "$OUT/upload.log"
 # the pytest-benchmark suites (GPU groups only); SUITE_K narrows them
 [ "${T_SUITE:-0}" != 0 ] && timeout "$T_SUITE" python3 -m pytest bench/bench_engine.py bench/bench_pipeline.py \
   --benchmark-only -p no:cacheprovider -q -k "${SUITE_K:-not cpu}" --benchmark-columns=median,min,max,rounds \
