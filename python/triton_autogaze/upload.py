@@ -43,6 +43,8 @@ class HostUploader:
     def __init__(self, device: torch.device | str, threads: int | None = None, pin: bool = True,
                  piece: int = 1 << 20):
         self.device = torch.device(device)
+        # 8 by default: 16 copy threads on a 16-core host took the cores the main thread launches the model from
+        # (H200: 23.1 vs 22.4 ms end to end; bench/RESULTS.md section 4)
         self.threads = max(1, threads or min(8, os.cpu_count() or 1))
         self.pin, self.piece = pin, piece
         self._buf: torch.Tensor | None = None
