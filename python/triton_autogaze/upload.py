@@ -82,13 +82,11 @@ class HostUploader:
     def _start(self, src: torch.Tensor) -> "StagedUpload":
         if src.device.type != "cpu":
             raise ValueError(f"src: expected a CPU tensor, got device {src.device}")
-        if OrderedCopy is None:
-            return StagedUpload(src, None, src.to(self.device), None, None)
         src = src.contiguous()
         nbytes = src.numel() * src.element_size()
         if self._done is not None:
             self._done.synchronize()  # the previous upload's DMA has read the buffer
-        if self._buf is None or self._buf.numel() < nbytes:
+        if self._usable and (self._buf is None or self._buf.numel() < nbytes):
             self._buf = None
             try:
                 self._buf = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.pin)
@@ -96,7 +94,8 @@ class HostUploader:
                 warnings.warn(f"pinned upload stage of {nbytes} bytes unavailable ({e}); using plain copies",
                               RuntimeWarning, stacklevel=4)
                 self._usable = False
-                return StagedUpload(src, None, src.to(self.device), None, None)
+        if not self._usable:  # no _stage extension, or pinning failed: torch's plain copy
+            return StagedUpload(src, None, src.to(self.device), None, None)
         stage = self._buf[:nbytes]
         out = torch.empty(src.shape, dtype=src.dtype, device=self.device)
         cuda = self.device.type == "cuda"
