@@ -86,14 +86,19 @@ def test_gpu_rgba_clip_end_to_end(benchmark, gpu_pipe, clip_1080p, mode, overlap
 
 
 @needs_cuda
-@pytest.mark.benchmark(group="gpu-upload-1080p-16f")
+@pytest.mark.benchmark(group="gpu-upload-1080p")
 @pytest.mark.parametrize("path", ["pageable", "staged"])
-def test_gpu_upload(benchmark, clip_1080p, path):
-    """The 133 MB host clip to the GPU: torch's pageable copy vs the pipeline's pinned stage (upload.py)."""
+@pytest.mark.parametrize("size", ["clip", "frame"])
+def test_gpu_upload(benchmark, clip_1080p, path, size):
+    """Host -> GPU: the 133 MB RGBA clip (16 frames) or one 6.2 MB RGB frame (what a stream pushes), by torch's
+    pageable copy vs the pipeline's pinned stage (upload.py; frames below MIN_STAGED_BYTES take the pageable
+    copy in the pipeline)."""
     from triton_autogaze.upload import HostUploader
 
     _record_device(benchmark, "cuda")
     src = torch.from_numpy(clip_1080p)
+    if size == "frame":
+        src = src[:1, ..., :3].contiguous()
     up = HostUploader("cuda")
 
     def run():
@@ -101,7 +106,7 @@ def test_gpu_upload(benchmark, clip_1080p, path):
         _sync()
         return out
 
-    out = benchmark.pedantic(run, rounds=10, iterations=1, warmup_rounds=2)
+    out = benchmark.pedantic(run, rounds=30 if size == "frame" else 10, iterations=1, warmup_rounds=2)
     assert torch.equal(out[-1, -1].cpu(), src[-1, -1])
     benchmark.extra_info["GB_per_s"] = src.numel() / benchmark.stats.stats.median / 1e9
     up.close()
@@ -153,11 +158,17 @@ def test_gpu_trace_video_fps(benchmark, gpu_pipe):
 
 
 @pytest.mark.benchmark(group="stream-latency")
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
-def test_stream_latency_per_frame(benchmark, request, device):
-    """Seconds per push() of a 1080p RGBA frame in resize-224 (the realtime mode), 16 frames per round."""
+@pytest.mark.parametrize("device,stage", [("cpu", "default"), pytest.param("cuda", "default", marks=needs_cuda),
+                                          pytest.param("cuda", "staged", marks=needs_cuda)])
+def test_stream_latency_per_frame(benchmark, request, device, stage, monkeypatch):
+    """Seconds per push() of a 1080p RGB frame in resize-224 (the realtime mode), 16 frames per round.
+    stage "staged": frames upload through the pinned stage too (MIN_STAGED_BYTES lowered below a frame's size)."""
     pipe = request.getfixturevalue("gpu_pipe" if device == "cuda" else "cpu_pipe")
     _record_device(benchmark, device)
+    if stage == "staged":
+        from triton_autogaze import upload
+
+        monkeypatch.setattr(upload, "MIN_STAGED_BYTES", 1 << 20)
     from triton_autogaze.demo import synthesize_clip
 
     rgb = synthesize_clip(16, 1080, 1920, seed=1)

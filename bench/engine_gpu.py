@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 from determinism import same  # noqa: E402  (bit-for-bit equality of two generation outputs)
 from triton_autogaze.checkpoint import load_checkpoint  # noqa: E402
 from triton_autogaze.engine import TritonGenerator  # noqa: E402
+from triton_autogaze.kernels._pdl import pdl_wanted  # noqa: E402
 from triton_autogaze.reference.decoder import Decoder  # noqa: E402
 from triton_autogaze.reference.generate import frame_budget, generate_upstream, merge_rows, new_state  # noqa: E402
 from triton_autogaze.reference.vision import encode_video  # noqa: E402
@@ -154,7 +155,12 @@ def main() -> None:
                     help="with --bf16: the decoder's products on tensor cores (the default)")
     ap.add_argument("--no-bf16-dots", dest="bf16_dots", action="store_const", const=False,
                     help="with --bf16: fp32 FMA products of the bf16 weights (the engine before session 6)")
+    ap.add_argument("--pdl", type=int, choices=(0, 1, 2), default=None,
+                    help="programmatic dependent launch of the chained kernels: 0 off, 1 next kernel launched early, "
+                         "2 launched as programs exit (kernels/_pdl.py)")
     args = ap.parse_args()
+    if args.pdl is not None:
+        os.environ["AUTOGAZE_PDL"] = str(args.pdl)
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
     dev = torch.device("cuda")
@@ -219,7 +225,8 @@ def main() -> None:
           f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots} max programs {gen.max_programs} "
           f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "
           f"{gen.prefill_key_block}/{gen.large_decode_key_block} flat decode {gen.flat_decode} (qkv {gen.flat_qkv}) "
-          f"prefill merge rows {gen.prefill_merge_rows} mlp block / k {gen.prefill_mlp_block}/{gen.prefill_mlp_block_k}")
+          f"prefill merge rows {gen.prefill_merge_rows} mlp block / k {gen.prefill_mlp_block}/{gen.prefill_mlp_block_k} "
+          f"pdl {pdl_wanted(v1)}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

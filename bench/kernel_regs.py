@@ -7,7 +7,9 @@ GPU's block sizes and every `_kernel[grid](...)` call replaced by a recorder (no
 distinct launch configuration: argument types and constexprs. Step 2 (this process, no TRITON_INTERPRET):
 each configuration is compiled for sm_90 with Triton's CUDA backend and assembled by the ptxas that ships with
 Triton (`-v`), which prints registers, stack frame and spill bytes per kernel. A spill in a latency-bound kernel
-is local-memory traffic on its critical path; this finds them before any device time is spent.
+is local-memory traffic on its critical path; this finds them before any device time is spent. Kernels that
+take ``GDC`` compile as an H100 launches them (with programmatic dependent launch, kernels/_pdl.py) and the
+line says whether their ``griddepcontrol.wait`` comes before every global memory access.
 ``--set`` overrides generator attributes (e.g. ``--set merge_group=16 --set chunk=128``).
 """
 
@@ -24,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 KERNELS = {  # module -> kernel attribute launched by the engine
     "attention": "_attention_kernel", "frame_finish": "_frame_finish_kernel", "frame_setup": "_frame_setup_kernel",
     "heads_select": "_heads_select_kernel", "mlp_down": "_mlp_down_kernel", "mlp_gate_up": "_mlp_gate_up_kernel",
-    "rmsnorm_qkv_rope": "_rmsnorm_qkv_rope_kernel",
+    "residual_norm": "_residual_norm_kernel", "rmsnorm_qkv_rope": "_rmsnorm_qkv_rope_kernel",
 }
 GPU_SIZES = dict(mlp_block_i=16, mlp_block_c=16, prefill_block=32, head_block=16, key_block=64, decode_split_k=32,
                  prefill_split_k=32, select_vocab_parts=9)
@@ -139,7 +141,7 @@ def main():
     import warnings
 
     sys.path.insert(0, str(REPO / "tests"))
-    from ptx_compile import _compile
+    from ptx_compile import _compile, gdc_wait_first
 
     warnings.filterwarnings("ignore")
     for c in sorted(configs, key=lambda c: c["kernel"]):
@@ -147,12 +149,15 @@ def main():
         fn = getattr(importlib.import_module(f"triton_autogaze.kernels.{mod}"), attr)
         if "FENCE" in c["constexprs"]:  # recorded on CPU tensors; the GPU launch compiles the fenced path
             c["constexprs"]["FENCE"] = True
+        if "GDC" in c["constexprs"]:  # likewise: on an H100 the engine's kernels launch with PDL (kernels/_pdl.py)
+            c["constexprs"]["GDC"] = 2
         if c["constexprs"].get("TC") == 2:  # the interpreter's stand-in; the GPU launch takes tensor cores
             c["constexprs"]["TC"] = 1
         k = _compile(fn, c["types"], c["constexprs"], c["num_warps"])
         shown = {k2: v for k2, v in c["constexprs"].items()
-                 if k2 not in ("C", "H", "D", "EOS", "V", "N", "FENCE", "BLOCK_B", "UPSTREAM")}
-        print(f"{mod:17s} w{c['num_warps']} {shown}\n    {ptxas_stats(k.asm['ptx'])}", flush=True)
+                 if k2 not in ("C", "H", "D", "EOS", "V", "N", "FENCE", "BLOCK_B", "UPSTREAM", "GDC")}
+        gdc = "" if "GDC" not in c["constexprs"] else f" | gdc wait first: {gdc_wait_first(k.asm['ptx'])}"
+        print(f"{mod:17s} w{c['num_warps']} {shown}\n    {ptxas_stats(k.asm['ptx'])}{gdc}", flush=True)
         if args.ptx_dir:
             os.makedirs(args.ptx_dir, exist_ok=True)
             name = f"{mod}-w{c['num_warps']}-" + "-".join(f"{a}{b}" for a, b in sorted(c["constexprs"].items()))

@@ -23,6 +23,7 @@ from ._bf16 import bf16_round, mode_dot, tc_mode
 from ._checks import check_bf16_dots
 from ._checks import check_tensor as _check
 from ._fence import fence_gpu, fence_wanted
+from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
 NEG = tl.constexpr(-1.0e30)  # finite "minus infinity": keeps fully masked blocks free of inf - inf
 
@@ -35,7 +36,9 @@ def _attention_kernel(
     C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
     G: tl.constexpr, FENCE: tl.constexpr, OB: tl.constexpr, TC: tl.constexpr,
+    GDC: tl.constexpr,
 ):
+    gdc_enter(GDC)  # first: see _pdl.py
     pid = tl.program_id(0)
     sp = tl.program_id(1)
     nqb = tl.cdiv(n, BQ)
@@ -212,7 +215,7 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
         keymask.stride(0), out.stride(0), out.stride(1), float(D) ** -0.5,
         C=C, H=H, D=D, BQ=block_q, BK=block_k, CHUNK=chunk,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), G=min(merge_group, triton.next_power_of_2(nsplit)),
-        FENCE=fence_wanted(q), OB=ob, TC=tc_mode(bf16_dots), num_warps=num_warps,
+        FENCE=fence_wanted(q), OB=ob, TC=tc_mode(bf16_dots), **pdl_options(pdl_wanted(q)), num_warps=num_warps,
         **({} if num_stages is None else {"num_stages": num_stages}),
     )
 

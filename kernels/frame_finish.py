@@ -12,10 +12,13 @@ import torch
 import triton
 import triton.language as tl
 
+from ._pdl import gdc_enter, pdl_options, pdl_wanted
+
 
 @triton.jit
 def _frame_finish_kernel(out_ids_ptr, out_len_ptr, chunk_n_ptr, fstart_ptr, clen_ptr, ccount_ptr, km_ptr,
-                         out_sb, km_sb, Lt, EOS: tl.constexpr, BLOCK_L: tl.constexpr):
+                         out_sb, km_sb, Lt, EOS: tl.constexpr, BLOCK_L: tl.constexpr, GDC: tl.constexpr):
+    gdc_enter(GDC)  # first: see _pdl.py
     b = tl.program_id(0)
     fed = tl.load(out_len_ptr + b) - tl.load(chunk_n_ptr + b)
     fs = tl.load(fstart_ptr + b)
@@ -44,7 +47,7 @@ def frame_finish(out_ids, out_len, chunk_n, fstart, clen, ccount, keymask, eos):
         raise ValueError(f"keymask: expected contiguous int8 [{B}, Lmax]")
     _frame_finish_kernel[(B,)](out_ids, out_len, chunk_n, fstart, clen, ccount, keymask, out_ids.stride(0),
                                keymask.stride(0), Lt, EOS=eos, BLOCK_L=triton.next_power_of_2(max(Lt, 1)),
-                               num_warps=4)
+                               **pdl_options(pdl_wanted(out_ids)), num_warps=4)
 
 
 def frame_finish_ref(out_ids, out_len, chunk_n, fstart, clen, ccount, keymask, eos):

@@ -27,6 +27,7 @@ import triton.language as tl
 
 from ._checks import check_tensor as _check
 from ._fence import fence_gpu, fence_wanted
+from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
 
 @triton.jit
@@ -38,7 +39,9 @@ def _heads_select_kernel(
     C: tl.constexpr, K: tl.constexpr, V: tl.constexpr, EOS: tl.constexpr, BLOCK_C: tl.constexpr,
     BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr, VCH: tl.constexpr, NV: tl.constexpr, BLOCK_B: tl.constexpr,
     UPSTREAM: tl.constexpr, HAS_TAU: tl.constexpr, FENCE: tl.constexpr,
+    GDC: tl.constexpr,
 ):
+    gdc_enter(GDC)  # first: see _pdl.py
     b = tl.program_id(0)
     pk = tl.program_id(1)  # head k, vocabulary part v: this program's VCH x 32 rows of head k's lm_head
     k = pk // NV
@@ -218,7 +221,7 @@ def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch
         B, P, B * S * C, S * C, out_ids.stride(0), int(step), int(n_step), float(eps),
         C=C, K=K, V=V, EOS=eos, BLOCK_C=triton.next_power_of_2(C), BLOCK_V=ban_width(V),
         BLOCK_K=triton.next_power_of_2(K), VCH=vch, NV=nv, BLOCK_B=triton.next_power_of_2(B),
-        UPSTREAM=bool(upstream), HAS_TAU=tau is not None, FENCE=fence_wanted(x), num_warps=num_warps,
+        UPSTREAM=bool(upstream), HAS_TAU=tau is not None, FENCE=fence_wanted(x), **pdl_options(pdl_wanted(x)), num_warps=num_warps,
     )
 
 

@@ -19,6 +19,7 @@ import triton.language as tl
 from ._checks import check_tensor as _check
 from ._bf16 import bf16_round, mode_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
+from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
 
 @triton.jit
@@ -28,7 +29,9 @@ def _mlp_down_kernel(
     C: tl.constexpr, I: tl.constexpr, BC: tl.constexpr, BKI: tl.constexpr, BN: tl.constexpr,
     BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, KS: tl.constexpr, S: tl.constexpr, TC: tl.constexpr,
     FLAT: tl.constexpr,
+    GDC: tl.constexpr,
 ):
+    gdc_enter(GDC)  # first: see _pdl.py
     pid = tl.program_id(0)
     if FLAT:  # BN consecutive tokens of the B x n feed across rows (as in mlp_gate_up)
         tok = pid * BN + tl.arange(0, BN)
@@ -115,7 +118,7 @@ def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, bl
     _mlp_down_kernel[grid](
         h, act, w_down, alive, out, B, n, S * C, S * I,
         C=C, I=I, BC=block_c, BKI=block_k, BN=block_n, BLOCK_B=triton.next_power_of_2(B),
-        UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots), FLAT=bool(flat), num_warps=num_warps,
+        UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots), FLAT=bool(flat), **pdl_options(pdl_wanted(h)), num_warps=num_warps,
     )
 
 

@@ -21,6 +21,7 @@ import triton.language as tl
 from ._checks import check_tensor as _check
 from ._bf16 import bf16_round, mode_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
+from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
 
 @triton.jit
@@ -30,7 +31,9 @@ def _mlp_gate_up_kernel(
     C: tl.constexpr, H: tl.constexpr, I: tl.constexpr, BI: tl.constexpr, BLOCK_C: tl.constexpr,
     BN: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, KS: tl.constexpr, S: tl.constexpr,
     TC: tl.constexpr, FLAT: tl.constexpr, NORMED: tl.constexpr, BK: tl.constexpr,
+    GDC: tl.constexpr,
 ):
+    gdc_enter(GDC)  # first: see _pdl.py
     pid = tl.program_id(0)
     if FLAT:  # BN consecutive tokens of the B x n feed across rows: slot index rb * S + rj from row 0's base
         tok = pid * BN + tl.arange(0, BN)
@@ -171,7 +174,7 @@ def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream,
         B, n, S * C, B * S * C, S * I, float(eps),
         C=C, H=H, I=I, BI=block_i, BLOCK_C=triton.next_power_of_2(C), BN=block_n,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots),
-        FLAT=bool(flat), NORMED=bool(normed), BK=int(block_k), num_warps=num_warps,
+        FLAT=bool(flat), NORMED=bool(normed), BK=int(block_k), **pdl_options(pdl_wanted(x)), num_warps=num_warps,
     )
 
 

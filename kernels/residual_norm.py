@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
+from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
 
 @triton.jit
@@ -26,7 +27,9 @@ def _residual_norm_kernel(
     B, n, x_sb, part_stride, eps,
     C: tl.constexpr, H: tl.constexpr, BLOCK_C: tl.constexpr, BN: tl.constexpr, BLOCK_B: tl.constexpr,
     UPSTREAM: tl.constexpr,
+    GDC: tl.constexpr,
 ):
+    gdc_enter(GDC)  # first: see _pdl.py
     pid = tl.program_id(0)
     nblk = tl.cdiv(n, BN)
     b = pid // nblk
@@ -77,7 +80,7 @@ def residual_norm(x, o_part, h_out, ln_w, alive, m_out, n, eps, upstream, block_
         x, o_part, h_out, ln_w, alive, m_out,
         B, n, S * C, B * S * C, float(eps),
         C=C, H=o_part.shape[0], BLOCK_C=triton.next_power_of_2(C), BN=block_n,
-        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), num_warps=num_warps,
+        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), **pdl_options(pdl_wanted(x)), num_warps=num_warps,
     )
 
 

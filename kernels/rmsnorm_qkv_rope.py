@@ -24,6 +24,7 @@ import triton.language as tl
 from ._checks import check_tensor as _check
 from ._bf16 import bf16_round, mode_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
+from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
 
 @triton.jit
@@ -34,7 +35,9 @@ def _rmsnorm_qkv_rope_kernel(
     C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BLOCK_C: tl.constexpr, BN: tl.constexpr, HB: tl.constexpr,
     BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, WRITE_H: tl.constexpr, KS: tl.constexpr,
     S: tl.constexpr, TC: tl.constexpr, FLAT: tl.constexpr,
+    GDC: tl.constexpr,
 ):
+    gdc_enter(GDC)  # first: see _pdl.py
     pid = tl.program_id(0)
     cb = tl.program_id(1)
     HALF: tl.constexpr = D // 2
@@ -220,7 +223,7 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), float(eps),
         C=C, H=H, D=D, BLOCK_C=triton.next_power_of_2(C), BN=block_n, HB=block_h,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), WRITE_H=P > 0,
-        KS=ks, S=nks, TC=tc_mode(bf16_dots), FLAT=bool(flat), num_warps=num_warps,
+        KS=ks, S=nks, TC=tc_mode(bf16_dots), FLAT=bool(flat), **pdl_options(pdl_wanted(x)), num_warps=num_warps,
     )
 
 

@@ -32,6 +32,16 @@ def _fence_sites(ptx: str) -> dict:
     return {"before_ticket": any(i < ticket for i in fences), "after_ticket": any(i > ticket for i in fences)}
 
 
+def gdc_wait_first(ptx: str) -> bool:
+    """Whether ``griddepcontrol.wait`` (programmatic dependent launch, kernels/_pdl.py) comes before every global
+    memory access: loads, stores, atomics and asynchronous copies."""
+    lines = [ln.strip().split(" ", 1)[-1] if ln.strip().startswith("@") else ln.strip() for ln in ptx.splitlines()]
+    waits = [i for i, ln in enumerate(lines) if ln.startswith("griddepcontrol.wait")]
+    access = [i for i, ln in enumerate(lines)
+              if ln.startswith(("ld.global", "st.global", "atom.", "red.", "cp.async", "cp.reduce"))]
+    return bool(waits) and (not access or waits[0] < access[0])
+
+
 def _barrier_then_stores(ptx: str) -> dict:
     # instructions without their guard predicate ("@%p1 st.global..." -> "st.global...")
     lines = [ln.strip().split(" ", 1)[-1] if ln.strip().startswith("@") else ln.strip() for ln in ptx.splitlines()]
@@ -70,10 +80,10 @@ def main() -> dict:
               chunk_n_ptr="*i32", out_ids_ptr="*i64", out_len_ptr="*i32", eps="fp32")
     cases = {
         "attention": (_attention_kernel, att, dict(C=192, H=6, D=32, BQ=16, BK=64, CHUNK=256, BLOCK_B=8,
-                                                   UPSTREAM=False, G=8, FENCE=True, OB=256)),
+                                                   UPSTREAM=False, G=8, FENCE=True, OB=256, GDC=False)),
         "heads_select": (_heads_select_kernel, hs, dict(C=192, K=10, V=266, EOS=265, BLOCK_C=256, BLOCK_V=512,
                                                         BLOCK_K=16, VCH=1, NV=9, BLOCK_B=1, UPSTREAM=False,
-                                                        HAS_TAU=True, FENCE=True)),
+                                                        HAS_TAU=True, FENCE=True, GDC=False)),
     }
     out = {}
     for name, (fn, types, consts) in cases.items():
@@ -89,7 +99,7 @@ def main() -> dict:
     frames = {
         "frame_setup": (_frame_setup_kernel, fs, dict(C=192, N=196, K=10, EOS=265, TB=32, BLOCK_C=256, BLOCK_N=256,
                                                       BLOCK_K=16, BLOCK_F=256, BLOCK_V=512, BLOCK_L=256)),
-        "frame_finish": (_frame_finish_kernel, ff, dict(EOS=265, BLOCK_L=256)),
+        "frame_finish": (_frame_finish_kernel, ff, dict(EOS=265, BLOCK_L=256, GDC=False)),
     }
     for name, (fn, types, consts) in frames.items():
         c = _compile(fn, types, consts)

@@ -217,6 +217,27 @@ def test_gpu_repeated_batched_calls_are_bit_identical(model, semantics):
             assert torch.equal(a.ids, b.ids) and torch.equal(a.confidence, b.confidence)
 
 
+@needs_gpu
+@pytest.mark.parametrize("semantics", ["upstream", "independent"])
+def test_gpu_programmatic_dependent_launch_changes_nothing(model, semantics, monkeypatch):
+    """The chained kernels launched with PDL (kernels/_pdl.py, on by default on an H100) give the same ids and
+    confidences, bit for bit, as the plain launches: eager, captured and replayed, rows stopping at different
+    steps."""
+    cfg, w, _ = model
+    B, T = 8, 3
+    v = (torch.randn(B, T, cfg.num_tokens, cfg.decoder.hidden_size, generator=torch.Generator().manual_seed(1))
+         * 0.5).to(DEV)
+    tau = torch.full((B, T), -2.0, device=DEV)
+    outs = {}
+    for pdl in ("2", "1", "0"):  # the default, early launch, off
+        monkeypatch.setenv("AUTOGAZE_PDL", pdl)
+        g = TritonGenerator(w, cfg, use_cuda_graph=True)
+        outs[pdl] = [g.run(v, [198] * T, tau, semantics)[0] for _ in range(3)]
+    for a_out in outs["2"][1:] + outs["1"] + outs["0"]:
+        for a, b in zip(outs["2"][0].frames, a_out.frames):
+            assert torch.equal(a.ids, b.ids) and torch.equal(a.confidence, b.confidence)
+
+
 @pytest.mark.parametrize("chunk,key_block,down_k,split_k,prefill_split_k,vocab_parts,merge_group,oproj", [
     (64, 64, 64, 0, 0, 3, 2, 64), (128, 32, 256, 16, 0, 1, 8, None), (256, 64, 128, 64, 64, 9, 16, 32)])
 def test_other_split_sizes_match_reference(model, vision, chunk, key_block, down_k, split_k, prefill_split_k,

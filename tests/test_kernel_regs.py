@@ -1,6 +1,7 @@
 """Every engine kernel compiles for sm_90 without register spills in the spill-free launch configuration that
 bench/kernel_regs.py found (prefill blocks of 16, attention o_proj in 32-column blocks): a guard for kernel
-edits, which the interpreter cannot judge (ptxas from Triton's wheel; no GPU needed)."""
+edits, which the interpreter cannot judge (ptxas from Triton's wheel; no GPU needed). The same compile checks the
+programmatic-dependent-launch wait comes first in every chained kernel."""
 
 from __future__ import annotations
 
@@ -31,3 +32,8 @@ def test_engine_kernels_do_not_spill_in_the_spill_free_configuration():
             "frame_finish"} <= kernels, r.stdout[-2000:]
     spilled = [(k, ln.strip()) for k, ln in stats if not re.search(r"\b0 bytes spill stores", ln)]
     assert not spilled, spilled
+    # programmatic dependent launch (kernels/_pdl.py): every chained kernel waits for its predecessor before
+    # its first global load, store or atomic, in the code the H100 runs
+    gdc = {k: ln.rsplit("gdc wait first:", 1)[1].strip() for k, ln in stats if "gdc wait first:" in ln}
+    assert set(gdc) == kernels - {"frame_setup"}, (sorted(gdc), sorted(kernels))
+    assert [k for k, ln in stats if "gdc wait first: False" in ln] == [], r.stdout[-3000:]

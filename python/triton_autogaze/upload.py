@@ -27,7 +27,10 @@ except ImportError:  # the package run from a source tree without its extensions
 
 # Below this size the driver's pageable path is as fast (one frame of 720p RGBA is 3.7 MB); above the upper
 # bound (a 16-frame 4K RGBA clip is 530 MB) the stage would pin too much host memory for the pipeline's life.
-MIN_STAGED_BYTES = 16 << 20
+# A 1080p frame (6.2 MB RGB) alone uploads faster pageable (H100: 0.48 vs 0.96 ms to a sync), but the stage
+# returns to the host at once while a pageable copy blocks it, so streamed 1080p pushes (resize-224) take
+# 2.6 ms a frame staged vs 3.3 pageable (bench/bench_pipeline.py, bench/RESULTS.md section 4, session 11).
+MIN_STAGED_BYTES = 4 << 20
 MAX_STAGED_BYTES = 1 << 30
 # copied bytes sent per DMA while draining a whole upload (fewer, larger DMAs; the last one takes the rest)
 DMA_BYTES = 8 << 20
