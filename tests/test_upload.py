@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -124,6 +126,64 @@ def test_ordered_copy_copies_every_byte(nbytes, threads, piece):
     c.join()
     assert c.ready() == nbytes == c.nbytes and np.array_equal(dst[:nbytes], src)
     assert c.wait(nbytes + 10) == nbytes  # asking past the end returns the whole copy
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
+def test_ordered_copies_reuse_the_process_copy_threads():
+    """Copy threads persist between uploads (no thread start per upload), also from several Python threads at
+    once, every byte right. In a freshly forked child (which has none of its parent's copy threads): the first
+    upload starts its threads, and 50 more start none."""
+    import multiprocessing as mp
+    import threading
+
+    from triton_autogaze._stage import OrderedCopy
+
+    src = np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8)
+    dst = np.zeros_like(src)  # (an address of a temporary array would point at freed memory)
+    OrderedCopy(src.ctypes.data, dst.ctypes.data, src.size, 4, 1000).join()  # the pool started here
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_copies, args=(q,))
+    p.start()
+    first, then, later, ok = q.get(timeout=60)
+    p.join(timeout=60)
+    assert ok and p.exitcode == 0
+    assert then == first + 3, "the first upload in the child starts its 3 copy threads, which stay"
+    assert later == then, "later uploads start no thread"
+    errors = []
+
+    def many():
+        for i in range(25):
+            out = np.zeros_like(src)
+            OrderedCopy(src.ctypes.data, out.ctypes.data, src.size, 4, 512 + i).join()
+            if not np.array_equal(out, src):
+                errors.append(i)
+
+    ts = [threading.Thread(target=many) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+
+
+def _child_copies(q):
+    from triton_autogaze._stage import OrderedCopy
+
+    src = np.random.default_rng(1).integers(0, 256, 100_000, dtype=np.uint8)
+    first = _threads()
+    ok = True
+    counts = []
+    for i in range(51):
+        dst = np.zeros_like(src)
+        OrderedCopy(src.ctypes.data, dst.ctypes.data, src.size, 3, 1000 + i).join()
+        ok = ok and bool(np.array_equal(dst, src))
+        counts.append(_threads())
+    q.put((first, counts[0], counts[-1], ok))
 
 
 def test_ordered_copy_rejects_bad_arguments():

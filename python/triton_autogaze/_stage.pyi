@@ -1,8 +1,9 @@
 """Ordered multi-threaded host memcpy for the pinned upload stage (the first bytes are ready first)."""
 
 class OrderedCopy:
-    """Copies ``nbytes`` from address ``src`` to ``dst`` with ``threads`` C++ threads taking ``piece``-byte pieces
-    in source order. The caller keeps both buffers alive until :meth:`join`."""
+    """Copies ``nbytes`` from address ``src`` to ``dst`` with ``threads`` of the process's C++ copy threads (started
+    on first use and kept between copies) taking ``piece``-byte pieces in source order. The caller keeps both
+    buffers alive until :meth:`join` (dropping the object also waits for the copy)."""
 
     nbytes: int
 
@@ -12,4 +13,4 @@ class OrderedCopy:
     def ready(self) -> int:
         """Leading bytes copied so far."""
     def join(self) -> None:
-        """Wait for the whole copy and end its threads."""
+        """Wait for the whole copy (its threads go back to the process's pool)."""

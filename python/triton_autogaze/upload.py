@@ -2,12 +2,13 @@
 
 A pageable host tensor reaches the GPU through the driver's own staging: one thread copies it into small pinned
 buffers and the DMA waits on that copy (measured ~6-9 GB/s for a 133 MB 1080p RGBA clip on H100/H200 hosts, more
-time than the model takes on one 224 px row). Here C++ threads (``_stage.OrderedCopy``) copy the source into one
-pinned buffer that lives as long as the pipeline, taking 1 MiB pieces in source order, and the copied prefix is
-sent by DMA on a copy stream piece by piece, so the copy, the DMA and the kernels overlap: a consumer waits only
-for the frames it needs next (:meth:`HostUploader.staged`; the first frame of a 1080p clip is staged after a
-fraction of a millisecond). No Python thread takes part, so the main thread keeps the interpreter to itself while
-it launches the model. The buffer is reused only after the previous upload's DMA has finished (a CUDA event).
+time than the model takes on one 224 px row). Here C++ threads (``_stage.OrderedCopy``; started once per process
+and kept between uploads) copy the source into one pinned buffer that lives as long as the pipeline, taking 1 MiB
+pieces in source order, and the copied prefix is sent by DMA on a copy stream piece by piece, so the copy, the DMA
+and the kernels overlap: a consumer waits only for the frames it needs next (:meth:`HostUploader.staged`; the first
+frame of a 1080p clip is staged after a fraction of a millisecond). No Python thread takes part, so the main thread
+keeps the interpreter to itself while it launches the model. The buffer is reused only after the previous upload's
+DMA has finished (a CUDA event).
 """
 
 from __future__ import annotations
