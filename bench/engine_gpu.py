@@ -131,6 +131,8 @@ def main() -> None:
     ap.add_argument("--max-programs", type=int, default=None,
                     help="attention chunks double while a launch exceeds this many programs "
                     "(fp32 1600, bf16 600; 0 off)")
+    ap.add_argument("--decode-programs", type=int, default=None,
+                    help="programs a short-cache decode attention launch may take before its chunk grows (128)")
     ap.add_argument("--max-chunk", type=int, default=None, help="largest chunk of that rule (fp32 1024, bf16 2048)")
     ap.add_argument("--prefill-attention-block", type=int, default=None,
                     help="queries a prefill attention program (default and 0: the prefill block)")
@@ -182,7 +184,7 @@ def main() -> None:
                       ("max_programs", "max_programs"), ("max_chunk", "max_chunk"),
                       ("prefill_block_i", "prefill_block_i"), ("prefill_block_c", "prefill_block_c"),
                       ("prefill_merge_rows", "prefill_merge_rows"), ("prefill_mlp_block", "prefill_mlp_block"),
-                      ("prefill_mlp_block_k", "prefill_mlp_block_k")):
+                      ("prefill_mlp_block_k", "prefill_mlp_block_k"), ("decode_programs", "decode_programs")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
     for arg in ("prefill_key_block", "large_decode_key_block"):
@@ -226,7 +228,7 @@ def main() -> None:
           f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "
           f"{gen.prefill_key_block}/{gen.large_decode_key_block} flat decode {gen.flat_decode} (qkv {gen.flat_qkv}) "
           f"prefill merge rows {gen.prefill_merge_rows} mlp block / k {gen.prefill_mlp_block}/{gen.prefill_mlp_block_k} "
-          f"pdl {pdl_wanted(v1)}")
+          f"decode programs {gen.decode_programs} pdl {pdl_wanted(v1)}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]
