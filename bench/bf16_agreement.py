@@ -1,6 +1,6 @@
 """bf16 vs fp32 token agreement of the Triton backend on every fixture case and on the example video.
 
-    python bench/bf16_agreement.py            (needs CUDA; PyAV for the video part)
+    python bench/bf16_agreement.py [--video-first]      (needs CUDA; PyAV for the video part)
 
 Per case: ``pos`` = share of the fp32 run's real (non-pad) gaze slots where the bf16 run chose the same id at the
 same place; ``set`` = per frame and row, |fp32 ids & bf16 ids| / |fp32 ids| (order-free), averaged.
@@ -36,10 +36,21 @@ def agreement(a: dict, b: dict) -> tuple[float, float]:
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--video-first", action="store_true", help="the example video before the fixture cases")
+    args = ap.parse_args()
     f32 = AutoGaze.from_pretrained(LOCAL / "model", device="cuda", backend="triton")
     b16 = AutoGaze.from_pretrained(LOCAL / "model", device="cuda", backend="triton", dtype=torch.bfloat16)
-    roots = [LOCAL] + ([SHARED] if shared_available() else [])
     print(f"{'case':34s} {'tokens':>7s} {'pos':>7s} {'set':>7s}")
+    parts = [fixtures, video][::-1 if args.video_first else 1]
+    for part in parts:
+        part(f32, b16)
+
+
+def fixtures(f32, b16) -> None:
+    roots = [LOCAL] + ([SHARED] if shared_available() else [])
     tot = [0, 0.0, 0.0]
     for root in roots:
         for case in cases(root):
@@ -60,6 +71,9 @@ def main() -> None:
             tot[2] += st * n
             print(f"{root.name[:6] + ':' + case['name']:34s} {n:7d} {pos:7.3f} {st:7.3f}", flush=True)
     print(f"{'ALL fixtures (token-weighted)':34s} {tot[0]:7d} {tot[1] / tot[0]:7.3f} {tot[2] / tot[0]:7.3f}")
+
+
+def video(f32, b16) -> None:
     media = Path(os.environ.get("AUTOGAZE_SHARED_MEDIA", REPO.parent / "shared" / "media")) / "example_input.mp4"
     try:
         import av  # noqa: F401
