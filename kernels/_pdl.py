@@ -57,12 +57,13 @@ def _triton_has_pdl() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _device_has_pdl(index: int) -> bool:
-    return torch.cuda.get_device_capability(index)[0] >= 9
+    # NVIDIA only: a ROCm build reports its own "capability" numbers, and griddepcontrol is PTX
+    return torch.version.hip is None and torch.cuda.get_device_capability(index)[0] >= 9
 
 
 def pdl_wanted(t: torch.Tensor) -> int:
-    """The PDL mode of launches on ``t``'s device (0: off): ``AUTOGAZE_PDL`` (default 2) on a CUDA device of compute
-    capability 9.0 or newer, outside the interpreter, with a Triton whose launcher takes ``launch_pdl``."""
+    """The PDL mode of launches on ``t``'s device (0: off): ``AUTOGAZE_PDL`` (default 2) on an NVIDIA device of
+    compute capability 9.0 or newer, outside the interpreter, with a Triton whose launcher takes ``launch_pdl``."""
     mode = os.environ.get("AUTOGAZE_PDL", "2")
     if mode not in ("0", "1", "2"):
         raise ValueError(f"AUTOGAZE_PDL: expected 0, 1 or 2, got {mode!r}")
