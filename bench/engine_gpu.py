@@ -227,8 +227,8 @@ def main() -> None:
           f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots} max programs {gen.max_programs} "
           f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "
           f"{gen.prefill_key_block}/{gen.large_decode_key_block} flat decode {gen.flat_decode} (qkv {gen.flat_qkv}) "
-          f"prefill merge rows {gen.prefill_merge_rows} mlp block / k {gen.prefill_mlp_block}/{gen.prefill_mlp_block_k} "
-          f"decode programs {gen.decode_programs} pdl {pdl_wanted(v1)}")
+          f"prefill merge rows {gen.prefill_merge_rows} "
+          f"mlp block / k {gen.prefill_mlp_block}/{gen.prefill_mlp_block_k} decode programs {gen.decode_programs} pdl {pdl_wanted(v1)}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

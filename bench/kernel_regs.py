@@ -142,6 +142,7 @@ def main():
 
     sys.path.insert(0, str(REPO / "tests"))
     from ptx_compile import _compile, gdc_wait_first
+    from triton_autogaze.kernels._pdl import DEFAULT_MODE
 
     warnings.filterwarnings("ignore")
     for c in sorted(configs, key=lambda c: c["kernel"]):
@@ -150,7 +151,7 @@ def main():
         if "FENCE" in c["constexprs"]:  # recorded on CPU tensors; the GPU launch compiles the fenced path
             c["constexprs"]["FENCE"] = True
         if "GDC" in c["constexprs"]:  # likewise: on an H100 the engine's kernels launch with PDL (kernels/_pdl.py)
-            c["constexprs"]["GDC"] = 2
+            c["constexprs"]["GDC"] = DEFAULT_MODE
         if c["constexprs"].get("TC") == 2:  # the interpreter's stand-in; the GPU launch takes tensor cores
             c["constexprs"]["TC"] = 1
         k = _compile(fn, c["types"], c["constexprs"], c["num_warps"])

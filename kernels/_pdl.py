@@ -34,6 +34,8 @@ import triton.language as tl
 
 from ._checks import interpreting
 
+DEFAULT_MODE = 2  # AUTOGAZE_PDL when unset (see above)
+
 
 @triton.jit
 def gdc_enter(GDC: tl.constexpr):
@@ -62,9 +64,9 @@ def _device_has_pdl(index: int) -> bool:
 
 
 def pdl_wanted(t: torch.Tensor) -> int:
-    """The PDL mode of launches on ``t``'s device (0: off): ``AUTOGAZE_PDL`` (default 2) on an NVIDIA device of
+    """The PDL mode of launches on ``t``'s device (0: off): ``AUTOGAZE_PDL`` (default DEFAULT_MODE) on an NVIDIA device of
     compute capability 9.0 or newer, outside the interpreter, with a Triton whose launcher takes ``launch_pdl``."""
-    mode = os.environ.get("AUTOGAZE_PDL", "2")
+    mode = os.environ.get("AUTOGAZE_PDL", str(DEFAULT_MODE))
     if mode not in ("0", "1", "2"):
         raise ValueError(f"AUTOGAZE_PDL: expected 0, 1 or 2, got {mode!r}")
     if not t.is_cuda or interpreting() or mode == "0":

@@ -221,7 +221,8 @@ def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch
         B, P, B * S * C, S * C, out_ids.stride(0), int(step), int(n_step), float(eps),
         C=C, K=K, V=V, EOS=eos, BLOCK_C=triton.next_power_of_2(C), BLOCK_V=ban_width(V),
         BLOCK_K=triton.next_power_of_2(K), VCH=vch, NV=nv, BLOCK_B=triton.next_power_of_2(B),
-        UPSTREAM=bool(upstream), HAS_TAU=tau is not None, FENCE=fence_wanted(x), **pdl_options(pdl_wanted(x)), num_warps=num_warps,
+        UPSTREAM=bool(upstream), HAS_TAU=tau is not None, FENCE=fence_wanted(x), **pdl_options(pdl_wanted(x)),
+        num_warps=num_warps,
     )
 
 

@@ -118,7 +118,8 @@ def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, bl
     _mlp_down_kernel[grid](
         h, act, w_down, alive, out, B, n, S * C, S * I,
         C=C, I=I, BC=block_c, BKI=block_k, BN=block_n, BLOCK_B=triton.next_power_of_2(B),
-        UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots), FLAT=bool(flat), **pdl_options(pdl_wanted(h)), num_warps=num_warps,
+        UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots), FLAT=bool(flat), **pdl_options(pdl_wanted(h)),
+        num_warps=num_warps,
     )
 
 
