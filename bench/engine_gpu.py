@@ -157,6 +157,12 @@ def main() -> None:
                     help="with --bf16: the decoder's products on tensor cores (the default)")
     ap.add_argument("--no-bf16-dots", dest="bf16_dots", action="store_const", const=False,
                     help="with --bf16: fp32 FMA products of the bf16 weights (the engine before session 6)")
+    ap.add_argument("--f64-dots", dest="f64_dots", action="store_const", const=True, default=None,
+                    help="fp32 mode: the decoder's products on fp64 tensor cores (exact products, fp64 sums)")
+    ap.add_argument("--no-f64-dots", dest="f64_dots", action="store_const", const=False,
+                    help="fp32 mode: IEEE fp32 FMA products")
+    ap.add_argument("--f64-ops", default=None, help="with --f64-dots: only these ops (comma-separated: qkv, "
+                    "attention, gate_up, down)")
     ap.add_argument("--pdl", type=int, choices=(0, 1, 2), default=None,
                     help="programmatic dependent launch of the chained kernels: 0 off, 1 next kernel launched early, "
                          "2 launched as programs exit (kernels/_pdl.py)")
@@ -180,7 +186,7 @@ def main() -> None:
                       ("prefill_split_k", "prefill_split_k"), ("prefill_block", "prefill_block"),
                       ("attention_warps", "attention_warps"), ("merge_group", "merge_group"),
                       ("oproj_block", "oproj_block"), ("select_warps", "select_warps"),
-                      ("vocab_parts", "select_vocab_parts"), ("bf16_dots", "bf16_dots"),
+                      ("vocab_parts", "select_vocab_parts"), ("bf16_dots", "bf16_dots"), ("f64_dots", "f64_dots"),
                       ("max_programs", "max_programs"), ("max_chunk", "max_chunk"),
                       ("prefill_block_i", "prefill_block_i"), ("prefill_block_c", "prefill_block_c"),
                       ("prefill_merge_rows", "prefill_merge_rows"), ("prefill_mlp_block", "prefill_mlp_block"),
@@ -193,6 +199,8 @@ def main() -> None:
     for arg in ("flat_decode", "flat_qkv"):
         if getattr(args, arg) is not None:
             setattr(gen, arg, getattr(args, arg))
+    if args.f64_ops is not None:
+        gen.f64_ops = frozenset(args.f64_ops.split(","))
     if args.prefill_attention_block is not None:
         gen.prefill_attention_block = args.prefill_attention_block or None
     if args.bf16_dots is False and args.prefill_block is None:
@@ -224,7 +232,7 @@ def main() -> None:
           f"block c {gen.mlp_block_c} head block {gen.head_block} split k {gen.decode_split_k}/"
           f"{gen.prefill_split_k} prefill block {gen.prefill_block} attention warps {gen.attention_warps} "
           f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} "
-          f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots} max programs {gen.max_programs} "
+          f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots} f64 dots {gen.f64_dots} max programs {gen.max_programs} "
           f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "
           f"{gen.prefill_key_block}/{gen.large_decode_key_block} flat decode {gen.flat_decode} (qkv {gen.flat_qkv}) "
           f"prefill merge rows {gen.prefill_merge_rows} "

@@ -10,7 +10,8 @@ Triton (`-v`), which prints registers, stack frame and spill bytes per kernel. A
 is local-memory traffic on its critical path; this finds them before any device time is spent. Kernels that
 take ``GDC`` compile as an H100 launches them (with programmatic dependent launch, kernels/_pdl.py) and the
 line says whether their ``griddepcontrol.wait`` comes before every global memory access.
-``--set`` overrides generator attributes (e.g. ``--set merge_group=16 --set chunk=128``).
+Kernels whose products run on fp64 tensor cores (fp32 mode on an H100, ``TC`` 3) also say how many DMMA
+instructions they hold. ``--set`` overrides generator attributes (e.g. ``--set merge_group=16 --set chunk=128``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ KERNELS = {  # module -> kernel attribute launched by the engine
     "residual_norm": "_residual_norm_kernel", "rmsnorm_qkv_rope": "_rmsnorm_qkv_rope_kernel",
 }
 GPU_SIZES = dict(mlp_block_i=16, mlp_block_c=16, prefill_block=32, head_block=16, key_block=64, decode_split_k=32,
-                 prefill_split_k=32, select_vocab_parts=9)
+                 prefill_split_k=32, select_vocab_parts=9, f64_dots=1)
 
 
 def _type_of(v) -> str:
@@ -158,6 +159,8 @@ def main():
         shown = {k2: v for k2, v in c["constexprs"].items()
                  if k2 not in ("C", "H", "D", "EOS", "V", "N", "FENCE", "BLOCK_B", "UPSTREAM", "GDC")}
         gdc = "" if "GDC" not in c["constexprs"] else f" | gdc wait first: {gdc_wait_first(k.asm['ptx'])}"
+        if c["constexprs"].get("TC") == 3:  # fp64 products: on tensor cores (DMMA), not fp64 FMA loops
+            gdc += f" | f64 mma: {sum('mma.sync.aligned.m8n8k4' in ln for ln in k.asm['ptx'].splitlines())}"
         print(f"{mod:17s} w{c['num_warps']} {shown}\n    {ptxas_stats(k.asm['ptx'])}{gdc}", flush=True)
         if args.ptx_dir:
             os.makedirs(args.ptx_dir, exist_ok=True)

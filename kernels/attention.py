@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._bf16 import bf16_round, mode_dot, tc_mode
+from ._products import bf16_round, mode_dot, tc_mode
 from ._checks import check_bf16_dots
 from ._checks import check_tensor as _check
 from ._fence import fence_gpu, fence_wanted
@@ -83,7 +83,9 @@ def _attention_kernel(
             p = tl.where(ok, tl.exp(s - m_new[:, None]), 0.0)
             l_i = l_i * alpha + tl.sum(p, axis=1)
             vt = tl.load(v_ptr + kv_off, mask=kmask[:, None], other=0.0)
-            acc = acc * alpha[:, None] + mode_dot(p, vt, TC)
+            # fp64 mode keeps PV an IEEE fp32 product: Triton 3.6 fails an assertion lowering an fp64 product of
+            # these probabilities ("fp64 don't support largeK MMA": the int8 key mask in their history sets kWidth)
+            acc = acc * alpha[:, None] + mode_dot(p, vt, 0 if TC == 3 else TC)
             m_i = m_new
         slot = pid * nsplit_max + sp
         offs_r = tl.arange(0, BQ)
@@ -163,7 +165,7 @@ def attention_splits(n: int, max_key_end: int, chunk: int) -> int:
 
 def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
               upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8, oproj_block=None,
-              bf16_dots=False, num_stages=None):
+              bf16_dots=False, f64_dots=False, num_stages=None):
     """q [B, H, S, D] fp32 (first n slots used); k_cache, v_cache [B, H, Lmax, D] fp32|bf16; keymask [B, Lmax]
     int8; qoff, jmin, alive [B] int32; w_o [C, C]; out [H, B, S, C] fp32 per-head o_proj partials (slots < n
     written for running rows); scratch: AttentionScratch; max_key_end: host upper bound of qoff[b]+qoff_add+n.
@@ -215,14 +217,14 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
         keymask.stride(0), out.stride(0), out.stride(1), float(D) ** -0.5,
         C=C, H=H, D=D, BQ=block_q, BK=block_k, CHUNK=chunk,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), G=min(merge_group, triton.next_power_of_2(nsplit)),
-        FENCE=fence_wanted(q), OB=ob, TC=tc_mode(bf16_dots), **pdl_options(pdl_wanted(q)), num_warps=num_warps,
+        FENCE=fence_wanted(q), OB=ob, TC=tc_mode(bf16_dots, f64_dots), **pdl_options(pdl_wanted(q)), num_warps=num_warps,
         **({} if num_stages is None else {"num_stages": num_stages}),
     )
 
 
 def attention_ref(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
                   upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8, oproj_block=None,
-                  bf16_dots=False, num_stages=None):
+                  bf16_dots=False, f64_dots=False, num_stages=None):
     """Torch reference with the launcher's signature and in-place effects (dense softmax per row). With
     ``bf16_dots`` the queries and the head outputs are rounded to bf16 as the kernel rounds them; the
     kernel's per-block probabilities are rounded too, which a dense softmax cannot mirror (a ~1e-3 relative

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._bf16 import bf16_round, mode_dot, tc_mode
+from ._products import bf16_round, mode_dot, slice_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
@@ -82,7 +82,7 @@ def _mlp_down_kernel(
             col_w = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, :, None]  # [S, KS, 1]
             w = tl.load(wd_ptr + offs_o[None, None, :] * I + col_w, mask=(col_w < I) & omask[None, None, :],
                         other=0.0).to(tl.float32)  # [S, KS, BC]
-            acc = tl.sum(tl.dot(a, w, input_precision="ieee"), axis=0)
+            acc = slice_dot(a, w, TC)
         ptrs = b * x_sb + offs_n[:, None] * C + offs_o[None, :]
         m2 = nmask[:, None] & omask[None, :]
         h = tl.load(h_ptr + ptrs, mask=m2, other=0.0)
@@ -90,7 +90,7 @@ def _mlp_down_kernel(
 
 
 def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128,
-             num_warps=4, split_k=0, bf16_dots=False, flat=False):
+             num_warps=4, split_k=0, bf16_dots=False, f64_dots=False, flat=False):
     """h, out [B, S, C] fp32 (distinct buffers); act [B, S, I] fp32; w_down [C, I] (fp32 or bf16); alive [B]
     int32. Writes out = h + act @ w_down^T on the first ``n`` slots of running rows. ``split_k``: 0 (the I axis
     in sequential blocks of ``block_k``) or the slice length of parallel partial products over all of I.
@@ -118,13 +118,13 @@ def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, bl
     _mlp_down_kernel[grid](
         h, act, w_down, alive, out, B, n, S * C, S * I,
         C=C, I=I, BC=block_c, BKI=block_k, BN=block_n, BLOCK_B=triton.next_power_of_2(B),
-        UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots), FLAT=bool(flat), **pdl_options(pdl_wanted(h)),
+        UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots, f64_dots), FLAT=bool(flat), **pdl_options(pdl_wanted(h)),
         num_warps=num_warps,
     )
 
 
 def mlp_down_ref(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, block_k=128,
-                 num_warps=4, split_k=0, bf16_dots=False, flat=False):
+                 num_warps=4, split_k=0, bf16_dots=False, f64_dots=False, flat=False):
     """Torch reference with the launcher's signature and in-place effects."""
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a

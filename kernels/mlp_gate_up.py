@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._bf16 import bf16_round, mode_dot, tc_mode
+from ._products import bf16_round, mode_dot, slice_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
@@ -122,15 +122,15 @@ def _mlp_gate_up_kernel(
             wm = (col_w < C) & imask[None, None, :]
             wg = tl.load(wgu_ptr + offs_i[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
             wu = tl.load(wgu_ptr + (I + offs_i)[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
-            g = tl.sum(tl.dot(a, wg, input_precision="ieee"), axis=0)  # [BN, BI]
-            u = tl.sum(tl.dot(a, wu, input_precision="ieee"), axis=0)
+            g = slice_dot(a, wg, TC)  # [BN, BI]
+            u = slice_dot(a, wu, TC)
         act = g / (1.0 + tl.exp(-g)) * u
         tl.store(act_ptr + b * act_sb + offs_n[:, None] * I + offs_i[None, :], act,
                  mask=nmask[:, None] & imask[None, :])
 
 
 def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
-                num_warps=4, split_k=0, bf16_dots=False, flat=False, normed=False, block_k=0):
+                num_warps=4, split_k=0, bf16_dots=False, f64_dots=False, flat=False, normed=False, block_k=0):
     """x, h_out [B, S, C] fp32; o_part [H, B, S, C] fp32; ln_w [C]; w_gate_up [2I, C] (cat(gate, up), fp32 or
     bf16); alive [B] int32; act [B, S, I] fp32 receives silu(gate) * up for the first ``n`` slots of running
     rows. ``block_i``: intermediate columns per program (a power of two >= 16). ``split_k``: 0, or the slice
@@ -173,13 +173,13 @@ def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream,
         x, o_part, h_out, ln_w, w_gate_up, alive, act,
         B, n, S * C, B * S * C, S * I, float(eps),
         C=C, H=H, I=I, BI=block_i, BLOCK_C=triton.next_power_of_2(C), BN=block_n,
-        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots),
+        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots, f64_dots),
         FLAT=bool(flat), NORMED=bool(normed), BK=int(block_k), **pdl_options(pdl_wanted(x)), num_warps=num_warps,
     )
 
 
 def mlp_gate_up_ref(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream, block_n=16, block_i=16,
-                    num_warps=4, split_k=0, bf16_dots=False, flat=False, normed=False, block_k=0):
+                    num_warps=4, split_k=0, bf16_dots=False, f64_dots=False, flat=False, normed=False, block_k=0):
     """Torch reference with the launcher's signature and in-place effects."""
     a = alive != 0
     go = a.any().expand_as(a) if upstream else a

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._bf16 import bf16_round, mode_dot, tc_mode
+from ._products import bf16_round, mode_dot, slice_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
@@ -116,8 +116,8 @@ def _rmsnorm_qkv_rope_kernel(
             wm = (col_w < C) & emask[None, None, :]
             w1 = tl.load(w_ptr + wrow[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
             w2 = tl.load(w_ptr + (wrow + HALF)[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
-            x1 = tl.sum(tl.dot(a, w1, input_precision="ieee"), axis=0)  # [BN, HB]
-            x2 = tl.sum(tl.dot(a, w2, input_precision="ieee"), axis=0)
+            x1 = slice_dot(a, w1, TC)  # [BN, HB]
+            x2 = slice_dot(a, w2, TC)
         if FLAT:
             jmin = tl.load(jmin_ptr + rb, mask=nmask, other=0)
             pslot = rb * pos_sb + jj
@@ -193,7 +193,7 @@ def _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin,
 
 def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
                      q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
-                     num_warps=4, split_k=0, bf16_dots=False, flat=False):
+                     num_warps=4, split_k=0, bf16_dots=False, f64_dots=False, flat=False):
     """Launch on the first ``n`` slots. Shapes (S = slot capacity of the activation buffers):
 
     x [B, S, C] fp32 residual; parts [P, B, S, C] fp32 or None (then h = x and h_out is unused);
@@ -223,7 +223,7 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), float(eps),
         C=C, H=H, D=D, BLOCK_C=triton.next_power_of_2(C), BN=block_n, HB=block_h,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), WRITE_H=P > 0,
-        KS=ks, S=nks, TC=tc_mode(bf16_dots), FLAT=bool(flat), **pdl_options(pdl_wanted(x)), num_warps=num_warps,
+        KS=ks, S=nks, TC=tc_mode(bf16_dots, f64_dots), FLAT=bool(flat), **pdl_options(pdl_wanted(x)), num_warps=num_warps,
     )
 
 
@@ -235,7 +235,7 @@ def row_go(alive: torch.Tensor, upstream: bool) -> torch.Tensor:
 
 def rmsnorm_qkv_rope_ref(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
                          q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
-                         num_warps=4, split_k=0, bf16_dots=False, flat=False):
+                         num_warps=4, split_k=0, bf16_dots=False, f64_dots=False, flat=False):
     """Torch reference with the launcher's signature and in-place effects."""
     B, S, C = x.shape
     H, D = k_cache.shape[1], k_cache.shape[3]

@@ -254,6 +254,18 @@ def test_other_split_sizes_match_reference(model, vision, chunk, key_block, down
     assert_same(out, reference(model, v, [13, 13], None, "independent"))
 
 
+@pytest.mark.parametrize("split_k,prefill_split_k", [(32, 0), (0, 64)])
+def test_f64_products_match_reference(model, vision, split_k, prefill_split_k):
+    """fp32 mode with the decoder's products on fp64 tensor cores (exact products, fp64 sums): same tokens."""
+    cfg, w, _ = model
+    g = TritonGenerator(w, cfg, use_cuda_graph=False)
+    g.f64_dots, g.decode_split_k, g.prefill_split_k = True, split_k, prefill_split_k
+    v = vision[:2].contiguous()
+    for sem in ("upstream", "independent"):
+        out, _ = g.run(v, [13, 13], None, sem)
+        assert_same(out, reference(model, v, [13, 13], None, sem))
+
+
 def test_decode_chunk_grows_with_keys_and_rows(model):
     """The GPU rule (bench/attention_micro.py): the smallest chunk that keeps rows x heads x splits <= 128."""
     cfg, w, _ = model

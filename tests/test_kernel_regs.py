@@ -1,7 +1,8 @@
 """Every engine kernel compiles for sm_90 without register spills in the spill-free launch configuration that
 bench/kernel_regs.py found (prefill blocks of 16, attention o_proj in 32-column blocks): a guard for kernel
 edits, which the interpreter cannot judge (ptxas from Triton's wheel; no GPU needed). The same compile checks the
-programmatic-dependent-launch wait comes first in every chained kernel."""
+programmatic-dependent-launch wait comes first in every chained kernel, and that fp32 mode's products take fp64
+tensor cores."""
 
 from __future__ import annotations
 
@@ -37,3 +38,8 @@ def test_engine_kernels_do_not_spill_in_the_spill_free_configuration():
     gdc = {k: ln.rsplit("gdc wait first:", 1)[1].strip() for k, ln in stats if "gdc wait first:" in ln}
     assert set(gdc) == kernels - {"frame_setup"}, (sorted(gdc), sorted(kernels))
     assert [k for k, ln in stats if "gdc wait first: False" in ln] == [], r.stdout[-3000:]
+    # fp32 mode on an H100 multiplies on fp64 tensor cores (kernels/_products.py): every decoder product kernel
+    # holds DMMA instructions, not fp64 FMA loops
+    f64 = [(k, int(ln.rsplit("f64 mma:", 1)[1])) for k, ln in stats if "f64 mma:" in ln]
+    assert {k for k, _ in f64} == {"attention", "mlp_down", "mlp_gate_up", "rmsnorm_qkv_rope"}, r.stdout[-3000:]
+    assert all(n > 0 for _, n in f64), f64

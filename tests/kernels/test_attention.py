@@ -46,6 +46,12 @@ def test_matches_ref(device, n, block_q, chunk, block_k, upstream):
     check_vs_ref(device, n, block_q, chunk, upstream, block_k=block_k)
 
 
+@pytest.mark.parametrize("n,block_q,chunk,block_k,upstream", [(10, 16, 32, 16, False), (34, 32, 64, 32, True)])
+def test_f64_dots_match_ref(device, n, block_q, chunk, block_k, upstream):
+    """fp64 tensor-core products of the fp32 operands (QK^T, PV, o_proj): fp32 tolerance of the reference."""
+    check_vs_ref(device, n, block_q, chunk, upstream, block_k=block_k, f64_dots=True)
+
+
 @pytest.mark.parametrize("merge_group", [1, 2, 16])
 def test_merge_groups(device, merge_group):
     # 5 splits of 32 keys: groups of 1 and 2 take several loads (the last one partly masked), 16 takes one

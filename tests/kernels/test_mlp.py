@@ -170,3 +170,33 @@ def test_flat_token_blocks_match_ref(device, n, block_n, split_k, upstream):
         assert not t[:, n:].any(), "slots past n must not be touched"
         if not upstream:
             assert not t[1].any(), "a finished row must not be touched"
+
+
+@pytest.mark.parametrize("n,block_n,split_k,upstream", [(10, 16, 0, False), (10, 16, 32, False), (26, 32, 64, True)])
+def test_f64_dots_match_ref(device, n, block_n, split_k, upstream):
+    """fp64 tensor-core products (fp32 mode): exact products and fp64 sums, so the fp32 reference is met at fp32
+    tolerance, and the result is no further from the fp64 truth than the fp32 reference is."""
+    a = make_up(device)
+    b = {k: v.clone() for k, v in a.items()}
+    mlp_gate_up(**a, n=n, eps=1e-5, upstream=upstream, block_n=block_n, block_i=16, split_k=split_k, f64_dots=True)
+    mlp_gate_up_ref(**b, n=n, eps=1e-5, upstream=upstream)
+    close(a["h_out"], b["h_out"])
+    close(a["act"], b["act"], rtol=1e-4, atol=1e-5)
+    a = make_down(device)
+    b = {k: v.clone() for k, v in a.items()}
+    truth = {k: v.double() for k, v in a.items() if k != "alive"}
+    mlp_down(**a, n=n, upstream=upstream, block_n=block_n, block_c=16, split_k=split_k, f64_dots=True)
+    mlp_down_ref(**b, n=n, upstream=upstream)
+    close(a["out"], b["out"], rtol=1e-4, atol=1e-4)
+    go = slice(0, 2) if upstream else slice(1, 2)
+    exact = truth["h"][go, :n] + truth["act"][go, :n] @ truth["w_down"].t()
+    err64 = (a["out"][go, :n].double() - exact).abs().max()
+    err32 = (b["out"][go, :n].double() - exact).abs().max()
+    assert err64 <= err32, (err64, err32)
+
+
+def test_f64_and_bf16_dots_are_exclusive(device):
+    with pytest.raises(ValueError, match="choose one product mode"):
+        a = make_down(device)
+        a["w_down"] = a["w_down"].bfloat16()
+        mlp_down(**a, n=10, upstream=False, bf16_dots=True, f64_dots=True)

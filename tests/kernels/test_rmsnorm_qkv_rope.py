@@ -45,6 +45,17 @@ def test_matches_ref(device, n, upstream, block_n, block_h, parts, split_k):
         assert not a["q_out"][1].any() and not a["k_cache"][1].any()
 
 
+@pytest.mark.parametrize("n,upstream,block_n,split_k", [(10, False, 16, 0), (26, True, 16, 32), (10, False, 32, 64)])
+def test_f64_dots_match_ref(device, n, upstream, block_n, split_k):
+    """fp64 tensor-core products of the fp32 operands, sliced or not: fp32 tolerance of the reference."""
+    a = make(device, 2)
+    b = clone(a)
+    rmsnorm_qkv_rope(**a, n=n, eps=1e-5, upstream=upstream, block_n=block_n, split_k=split_k, f64_dots=True)
+    rmsnorm_qkv_rope_ref(**b, n=n, eps=1e-5, upstream=upstream)
+    for key in ("q_out", "k_cache", "v_cache", "h_out"):
+        close(a[key], b[key])
+
+
 @pytest.mark.parametrize("wdtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("split_k", [128, 256])
 def test_partial_slice_and_fallback(device, wdtype, split_k):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 from ..config import AutoGazeConfig
+from triton_autogaze.kernels._products import fp64_tensor_cores
 from ..reference.generate import FrameResult, GenerationOutput
 from .ops import ops_for
 from .plan import CallPlan, make_plan
@@ -164,6 +165,12 @@ class TritonGenerator:
         # fp32 FMA products of bf16 weights: 66.3 -> 35.1 ms a 16x224 clip, 177.3 -> 72.1 ms 8 clips on the H100
         # (bench/RESULTS.md sixth pass; bench/engine_gpu.py --bf16 [--no-bf16-dots])
         self.bf16_dots = True
+        # fp32 mode: the decoder's products on fp64 tensor cores (fp32 operands upcast exactly, exact products,
+        # fp64 sums, one rounding to fp32) where the GPU has fast ones (sm_80 / sm_90), else IEEE fp32 FMA chains.
+        # At least as accurate as fp32 and never TF32; fixture tokens equal either way. H100: one clip 63.3 ->
+        # 46.3 ms, 8 clips 148.8 -> 94.9, 45 rows 597 -> 337 (bench/engine_gpu.py --[no-]f64-dots, RESULTS.md)
+        self.f64_dots = dtype == torch.float32 and fp64_tensor_cores(self.device)
+        self.f64_ops: frozenset[str] | None = None  # with f64_dots: only these ops (qkv, attention, gate_up, down)
         self._pool: dict[tuple, list[Workspace]] = {}
 
     # ----- public API ---------------------------------------------------------------------------------------
@@ -367,6 +374,8 @@ class TritonGenerator:
         """
         ops, eps = self.ops, self.eps
         tc = self.bf16_dots and self.dtype == torch.bfloat16
+        f64 = {op: self.f64_dots and not tc and (self.f64_ops is None or op in self.f64_ops)
+               for op in ("qkv", "attention", "gate_up", "down")}
         flat = self.flat_decode and not prefill
         bi = (prefill and self.prefill_block_i) or self.mlp_block_i
         bc = (prefill and self.prefill_block_c) or self.mlp_block_c
@@ -380,19 +389,20 @@ class TritonGenerator:
             ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
                                  pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
                                  block_n=block, block_h=self.head_block, split_k=split, bf16_dots=tc,
-                                 flat=flat and self.flat_qkv)
+                                 f64_dots=f64["qkv"], flat=flat and self.flat_qkv)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
                           scratch, n, key_end, upstream, block_q=scratch.bq, chunk=chunk,
                           block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps,
-                          merge_group=self.merge_group, oproj_block=self.oproj_block, bf16_dots=tc)
+                          merge_group=self.merge_group, oproj_block=self.oproj_block, bf16_dots=tc,
+                          f64_dots=f64["attention"])
             if merge:
                 ops.residual_norm(x_in, ws.opart, ws.hA, lw["ln2"], alive, ws.m, n, eps, upstream, block_n=block)
             ops.mlp_gate_up(ws.m if merge else x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n,
-                            eps, upstream, block_n=mblock, block_i=bi, split_k=split, bf16_dots=tc, flat=flat,
-                            normed=merge, block_k=gemm_k)
+                            eps, upstream, block_n=mblock, block_i=bi, split_k=split, bf16_dots=tc, f64_dots=f64["gate_up"],
+                            flat=flat, normed=merge, block_k=gemm_k)
             ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=mblock,
                          block_c=bc, block_k=gemm_k or self.mlp_block_k, split_k=0 if gemm_k else split,
-                         bf16_dots=tc, flat=flat)
+                         bf16_dots=tc, f64_dots=f64["down"], flat=flat)
 
     def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None):
         B = ws.rows

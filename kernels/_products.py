@@ -1,0 +1,73 @@
+"""The decoder's products in one of three modes: IEEE fp32 (FMA), fp32 operands on fp64 tensor cores (exact
+products, fp64 accumulation, one rounding to fp32), or both operands rounded to bf16 on tensor cores (fp32
+accumulation)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._checks import interpreting
+
+
+@triton.jit
+def mode_dot(a, b, TC: tl.constexpr):
+    """a @ b, fp32 accumulation, in the launch's product mode (see tc_mode). a: fp32 activations; b: a weight or
+    K/V tile in its storage dtype. TC == 0: IEEE fp32 (b upcast; never TF32). TC == 1: both rounded to bf16, on
+    tensor cores. TC == 2: Triton's interpreter, which cannot multiply bf16 operands (3.9 returns garbage), gets
+    fp32 products of the rounded values instead (its fp32 -> bf16 conversion truncates where the GPU rounds to
+    nearest). TC == 3: both upcast to fp64 (exactly) and multiplied on fp64 tensor cores (DMMA on sm_80 / sm_90):
+    every product is exact and the sums are fp64, so the fp32 result is at least as accurate as an fp32 FMA
+    chain's; never TF32 either."""
+    if TC == 0:
+        out = tl.dot(a, b.to(tl.float32), input_precision="ieee")
+    elif TC == 3:
+        out = tl.dot(a.to(tl.float64), b.to(tl.float64)).to(tl.float32)
+    elif TC == 1:
+        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    else:
+        out = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
+    return out
+
+
+@triton.jit
+def slice_dot(a, w, TC: tl.constexpr):
+    """sum_s a[s] @ w[s]: a [S, BN, KS] fp32 activations, w [S, KS, BO] fp32 weights, the inner axis cut into S
+    slices multiplied side by side (short chains) and summed. TC == 3: on fp64 tensor cores, the slices summed
+    in fp64 before the one rounding; else IEEE fp32."""
+    if TC == 3:
+        out = tl.sum(tl.dot(a.to(tl.float64), w.to(tl.float64)), axis=0).to(tl.float32)
+    else:
+        out = tl.sum(tl.dot(a, w, input_precision="ieee"), axis=0)
+    return out
+
+
+def tc_mode(bf16_dots: bool, f64_dots: bool = False) -> int:
+    """The TC constexpr of a launch: 0 = IEEE fp32 products, 1 = bf16 tensor cores, 2 = their interpreter
+    stand-in, 3 = fp32 operands on fp64 tensor cores."""
+    if bf16_dots and f64_dots:
+        raise ValueError("bf16_dots and f64_dots: choose one product mode")
+    if f64_dots:
+        return 3
+    if not bf16_dots:
+        return 0
+    return 2 if interpreting() else 1
+
+
+def fp64_tensor_cores(device: torch.device) -> bool:
+    """Whether ``device`` multiplies fp64 on tensor cores at full rate and Triton lowers an fp64 ``tl.dot`` to
+    them (DMMA): NVIDIA sm_80 and sm_90 (A100, H100, H200). Elsewhere fp64 runs at a small fraction of fp32's
+    rate, so fp32 mode keeps IEEE fp32 FMA products there (and under the interpreter)."""
+    if device.type != "cuda" or torch.version.hip is not None or interpreting():
+        return False
+    return torch.cuda.get_device_capability(device) in ((8, 0), (9, 0))
+
+
+def bf16_round(t: torch.Tensor) -> torch.Tensor:
+    """fp32 tensor -> the fp32 values a kernel's ``.to(tl.bfloat16)`` gives: round to nearest even on the GPU,
+    truncation under the interpreter (what Triton 3.9's interpreter does). For the torch references."""
+    t = t.float()
+    if interpreting():
+        return (t.contiguous().view(torch.int32) & -65536).view(torch.float32)
+    return t.bfloat16().float()
