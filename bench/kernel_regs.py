@@ -160,7 +160,7 @@ def main():
                  if k2 not in ("C", "H", "D", "EOS", "V", "N", "FENCE", "BLOCK_B", "UPSTREAM", "GDC")}
         gdc = "" if "GDC" not in c["constexprs"] else f" | gdc wait first: {gdc_wait_first(k.asm['ptx'])}"
         if c["constexprs"].get("TC") == 3:  # fp64 products: on tensor cores (DMMA), not fp64 FMA loops
-            gdc += f" | f64 mma: {sum('mma.sync.aligned.m8n8k4' in ln for ln in k.asm['ptx'].splitlines())}"
+            gdc += f" | f64 mma: {sum('mma.sync' in ln and '.f64.f64' in ln for ln in k.asm['ptx'].splitlines())}"
         print(f"{mod:17s} w{c['num_warps']} {shown}\n    {ptxas_stats(k.asm['ptx'])}{gdc}", flush=True)
         if args.ptx_dir:
             os.makedirs(args.ptx_dir, exist_ok=True)
