@@ -1,6 +1,6 @@
 """Attention launch shapes at the engine's decode and prefill shapes, one kernel replayed in a CUDA graph (GPU only).
 
-    python bench/attention_micro.py [--rows 1 8] [--keys 1000 3600] [--bf16] [--decode 256:64:4:8 ...]
+    python bench/attention_micro.py [--rows 1 8] [--keys 1000 3600] [--bf16] [--[no-]f64-dots] [--decode 256:64:4:8 ...]
         [--prefill 256:64:4:8 ...] [--prefill-bq 32]
 
 Attention is about half of a clip's kernel time (bench/engine_profile.py, RESULTS.md section 1): each split
@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--keys", type=int, nargs="+", default=[1000, 3600])
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--f64-dots", action=argparse.BooleanOptionalAction, default=None,
+                    help="fp32: QK^T and o_proj on fp64 tensor cores (default: as the engine on this GPU)")
     ap.add_argument("--decode", nargs="+", default=None, help="chunk:block_k:warps:merge_group[:oproj_block[:num_stages]] (0: default)")
     ap.add_argument("--prefill", nargs="+", default=None, help="the same for the prefill shape")
     ap.add_argument("--prefill-bq", type=int, default=32, help="queries a prefill program (engine: 32 fp32, 64 bf16)")
@@ -54,10 +56,11 @@ def main() -> None:
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     gen = TritonGenerator(w, cfg, dtype=dtype)
     tc = args.bf16
+    f64 = gen.f64_dots if args.f64_dots is None else bool(args.f64_dots) and not tc
     H = cfg.decoder.num_attention_heads
     D = cfg.decoder.hidden_size // H
     lw = gen.w.layers[0]
-    print(f"device {torch.cuda.get_device_name()}  dtype {dtype}  bf16 dots {tc}")
+    print(f"device {torch.cuda.get_device_name()}  dtype {dtype}  bf16 dots {tc}  f64 dots {f64}")
     for B in args.rows:
         ws = gen._new_workspace(B, 4096)
         ws.alive.fill_(1)
@@ -80,7 +83,8 @@ def main() -> None:
                     def fn(chunk=chunk, bk=bk, nw=nw, G=G, ob=ob, st=st, scratch=scratch):
                         A.attention(ws.q, ws.k[0], ws.v[0], ws.keymask, qoff, 0, ws.zeros, al, lw["o"], ws.opart,
                                     scratch, n, kend, False, block_q=bq, chunk=chunk, block_k=bk, num_warps=nw,
-                                    merge_group=G, oproj_block=ob, bf16_dots=tc, num_stages=st)
+                                    merge_group=G, oproj_block=ob, bf16_dots=tc, f64_dots=f64,
+                                    num_stages=st)
                     try:
                         us = graph_us(fn)
                     except Exception as e:  # noqa: BLE001 - a shape this Triton cannot lower: report, go on
