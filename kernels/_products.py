@@ -4,6 +4,8 @@ accumulation)."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -62,6 +64,15 @@ def fp64_tensor_cores(device: torch.device) -> bool:
     if device.type != "cuda" or torch.version.hip is not None or interpreting():
         return False
     return torch.cuda.get_device_capability(device) in ((8, 0), (9, 0))
+
+
+def f64_products_wanted(device: torch.device, dtype: torch.dtype) -> bool:
+    """The engine's default product mode for fp32 weights: fp64 tensor cores where the device has fast ones,
+    unless the environment sets ``AUTOGAZE_F64_DOTS=0`` (IEEE fp32 FMA products then)."""
+    env = os.environ.get("AUTOGAZE_F64_DOTS", "1")
+    if env not in ("0", "1"):
+        raise ValueError(f"AUTOGAZE_F64_DOTS: expected 0 or 1, got {env!r}")
+    return dtype == torch.float32 and env == "1" and fp64_tensor_cores(device)
 
 
 def bf16_round(t: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from ..config import AutoGazeConfig
-from triton_autogaze.kernels._products import fp64_tensor_cores
+from triton_autogaze.kernels._products import f64_products_wanted
 from ..reference.generate import FrameResult, GenerationOutput
 from .ops import ops_for
 from .plan import CallPlan, make_plan
@@ -167,9 +167,10 @@ class TritonGenerator:
         self.bf16_dots = True
         # fp32 mode: the decoder's products on fp64 tensor cores (fp32 operands upcast exactly, exact products,
         # fp64 sums, one rounding to fp32) where the GPU has fast ones (sm_80 / sm_90), else IEEE fp32 FMA chains.
-        # At least as accurate as fp32 and never TF32; fixture tokens equal either way. H100: one clip 63.3 ->
-        # 46.3 ms, 8 clips 148.8 -> 94.9, 45 rows 597 -> 337 (bench/engine_gpu.py --[no-]f64-dots, RESULTS.md)
-        self.f64_dots = dtype == torch.float32 and fp64_tensor_cores(self.device)
+        # At least as accurate as fp32 and never TF32; fixture tokens equal either way. H100: one clip 62.9 ->
+        # 46.4 ms, 8 clips 149.4 -> 95.6, 45 rows 601 -> 337 (bench/engine_gpu.py --[no-]f64-dots, RESULTS.md).
+        # AUTOGAZE_F64_DOTS=0 keeps the FMA products.
+        self.f64_dots = f64_products_wanted(self.device, dtype)
         self.f64_ops: frozenset[str] | None = None  # with f64_dots: only these ops (qkv, attention, gate_up, down)
         self._pool: dict[tuple, list[Workspace]] = {}
 
