@@ -74,7 +74,7 @@ def _attention_kernel(
             kmask = offs_k < k_hi
             kv_off = kbase + offs_k[:, None] * c_sl + offs_d[None, :]
             kt = tl.load(k_ptr + kv_off, mask=kmask[:, None], other=0.0)
-            s = mode_dot(q, tl.trans(kt), TC) * scale  # QK^T, PV and o_proj: IEEE fp32 or bf16 tensor cores
+            s = mode_dot(q, tl.trans(kt), TC) * scale  # QK^T, PV and o_proj in the launch's product mode
             bits = tl.load(km_ptr + b * km_sb + offs_k, mask=kmask, other=0)
             ok = ((bits != 0) & kmask)[None, :] & (offs_k[None, :] <= qidx[:, None])
             s = tl.where(ok, s, NEG)
@@ -173,6 +173,7 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
     oproj_block: output columns of o_proj per product (a power of two >= 16; None: all C columns in one).
     bf16_dots (bf16 cache and w_o only): QK^T, PV and o_proj on tensor cores, their fp32 operands (queries,
     probabilities, the merged head output) rounded to bf16; fp32 accumulation.
+    f64_dots: QK^T and o_proj on fp64 tensor cores (PV stays an IEEE fp32 product: see the kernel).
     num_stages: Triton's software-pipelining depth of the key-block loop (None: Triton's default).
     """
     B, H, S, D = q.shape
@@ -217,7 +218,8 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
         keymask.stride(0), out.stride(0), out.stride(1), float(D) ** -0.5,
         C=C, H=H, D=D, BQ=block_q, BK=block_k, CHUNK=chunk,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), G=min(merge_group, triton.next_power_of_2(nsplit)),
-        FENCE=fence_wanted(q), OB=ob, TC=tc_mode(bf16_dots, f64_dots), **pdl_options(pdl_wanted(q)), num_warps=num_warps,
+        FENCE=fence_wanted(q), OB=ob, TC=tc_mode(bf16_dots, f64_dots), **pdl_options(pdl_wanted(q)),
+        num_warps=num_warps,
         **({} if num_stages is None else {"num_stages": num_stages}),
     )
 

@@ -95,6 +95,7 @@ def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, bl
     int32. Writes out = h + act @ w_down^T on the first ``n`` slots of running rows. ``split_k``: 0 (the I axis
     in sequential blocks of ``block_k``) or the slice length of parallel partial products over all of I.
     ``bf16_dots`` (bf16 weights only): tensor-core products of bf16-rounded activations (split_k ignored).
+    ``f64_dots``: the products on fp64 tensor cores (kernels/_products.py; exclusive with ``bf16_dots``).
     ``flat``: programs of ``block_n`` consecutive tokens of the B x n feed across rows (see mlp_gate_up)."""
     B, S, C = h.shape
     dev = h.device
@@ -118,8 +119,8 @@ def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, bl
     _mlp_down_kernel[grid](
         h, act, w_down, alive, out, B, n, S * C, S * I,
         C=C, I=I, BC=block_c, BKI=block_k, BN=block_n, BLOCK_B=triton.next_power_of_2(B),
-        UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots, f64_dots), FLAT=bool(flat), **pdl_options(pdl_wanted(h)),
-        num_warps=num_warps,
+        UPSTREAM=bool(upstream), KS=ks, S=nks, TC=tc_mode(bf16_dots, f64_dots), FLAT=bool(flat),
+        **pdl_options(pdl_wanted(h)), num_warps=num_warps,
     )
 
 

@@ -136,6 +136,7 @@ def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream,
     rows. ``block_i``: intermediate columns per program (a power of two >= 16). ``split_k``: 0, or the slice
     length of the hidden axis (a power of two >= 16) for parallel partial products (see rmsnorm_qkv_rope).
     ``bf16_dots`` (bf16 weights only): tensor-core products of bf16-rounded activations (split_k ignored).
+    ``f64_dots``: the products on fp64 tensor cores (kernels/_products.py; exclusive with ``bf16_dots``).
     ``flat``: a program takes ``block_n`` consecutive tokens of the B x n feed across row boundaries (fewer
     programs and no per-row padding when n is not a multiple of block_n, e.g. 10-token decode feeds of many rows)
     instead of ``block_n`` slots of one row.

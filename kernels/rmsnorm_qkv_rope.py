@@ -206,6 +206,7 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
     bf16 (fp32 accumulation); ``split_k`` is then ignored (one product over the hidden axis).
     ``flat``: a program takes ``block_n`` consecutive tokens of the B x n feed across row boundaries (see
     mlp_gate_up).
+    ``f64_dots``: the products on fp64 tensor cores (kernels/_products.py; exclusive with ``bf16_dots``).
     """
     _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n)
     B, S, C = x.shape
@@ -223,7 +224,8 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), float(eps),
         C=C, H=H, D=D, BLOCK_C=triton.next_power_of_2(C), BN=block_n, HB=block_h,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), WRITE_H=P > 0,
-        KS=ks, S=nks, TC=tc_mode(bf16_dots, f64_dots), FLAT=bool(flat), **pdl_options(pdl_wanted(x)), num_warps=num_warps,
+        KS=ks, S=nks, TC=tc_mode(bf16_dots, f64_dots), FLAT=bool(flat), **pdl_options(pdl_wanted(x)),
+        num_warps=num_warps,
     )
 
 
