@@ -57,11 +57,23 @@ def tc_mode(bf16_dots: bool, f64_dots: bool = False) -> int:
     return 2 if interpreting() else 1
 
 
+def triton_lowers_fp64_mma(version: str | None = None) -> bool:
+    """Whether this Triton (or ``version``) lowers the engine's fp64 products to tensor-core mma: 3.5 and later
+    (checked by compiling every decoder kernel for sm_80 and sm_90 with 3.4, 3.5, 3.6 and 3.9; 3.4 cannot compile
+    them)."""
+    parts = (version or triton.__version__).split("+")[0].split(".")
+    try:
+        major, minor = int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return False
+    return (major, minor) >= (3, 5)
+
+
 def fp64_tensor_cores(device: torch.device) -> bool:
-    """Whether ``device`` multiplies fp64 on tensor cores at full rate and Triton lowers an fp64 ``tl.dot`` to
-    them (DMMA): NVIDIA sm_80 and sm_90 (A100, H100, H200). Elsewhere fp64 runs at a small fraction of fp32's
-    rate, so fp32 mode keeps IEEE fp32 FMA products there (and under the interpreter)."""
-    if device.type != "cuda" or torch.version.hip is not None or interpreting():
+    """Whether ``device`` multiplies fp64 on tensor cores at full rate and this Triton lowers an fp64 ``tl.dot``
+    to them (DMMA): NVIDIA sm_80 and sm_90 (A100, H100, H200) with Triton >= 3.5. Elsewhere fp64 runs at a small
+    fraction of fp32's rate, so fp32 mode keeps IEEE fp32 FMA products there (and under the interpreter)."""
+    if device.type != "cuda" or torch.version.hip is not None or interpreting() or not triton_lowers_fp64_mma():
         return False
     return torch.cuda.get_device_capability(device) in ((8, 0), (9, 0))
 

@@ -34,3 +34,12 @@ def test_default_follows_the_device_and_dtype(monkeypatch):
     monkeypatch.setenv("AUTOGAZE_F64_DOTS", "yes")
     with pytest.raises(ValueError, match="AUTOGAZE_F64_DOTS"):
         _products.f64_products_wanted(dev, torch.float32)
+
+
+def test_triton_versions_that_lower_fp64_mma():
+    assert _products.triton_lowers_fp64_mma("3.6.0")
+    assert _products.triton_lowers_fp64_mma("3.5.1+git1234")
+    assert _products.triton_lowers_fp64_mma("4.0.0")
+    assert not _products.triton_lowers_fp64_mma("3.4.0")
+    assert not _products.triton_lowers_fp64_mma("2.3.1")
+    assert not _products.triton_lowers_fp64_mma("weird")
