@@ -48,8 +48,9 @@ class TritonGenerator:
     """Greedy gaze generation with Triton kernels. See the module docstring.
 
     weights: checkpoint tensors keyed without the ``gazing_model.`` prefix; cfg: the model config;
-    dtype: torch.float32 (exact) or torch.bfloat16 (bf16 weights and KV cache; the decoder's products take bf16
-    operands on tensor cores with fp32 accumulation unless ``bf16_dots`` is set False);
+    dtype: torch.float32 (exact: fp32 weights and KV cache; the decoder's products on fp64 tensor cores where the GPU
+    has fast ones, see ``f64_dots``, else IEEE fp32) or torch.bfloat16 (bf16 weights and KV cache; the decoder's
+    products take bf16 operands on tensor cores with fp32 accumulation unless ``bf16_dots`` is set False);
     use_cuda_graph: capture each call shape on its second occurrence and replay it (CUDA only).
     device: where to run (default: CUDA if available); backend: "auto" | "triton" | "torch" (see ops.py).
     """
