@@ -232,11 +232,13 @@ def main() -> None:
           f"block c {gen.mlp_block_c} head block {gen.head_block} split k {gen.decode_split_k}/"
           f"{gen.prefill_split_k} prefill block {gen.prefill_block} attention warps {gen.attention_warps} "
           f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} "
-          f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots} f64 dots {gen.f64_dots} max programs {gen.max_programs} "
+          f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots} f64 dots {gen.f64_dots} "
+          f"max programs {gen.max_programs} "
           f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "
           f"{gen.prefill_key_block}/{gen.large_decode_key_block} flat decode {gen.flat_decode} (qkv {gen.flat_qkv}) "
           f"prefill merge rows {gen.prefill_merge_rows} "
-          f"mlp block / k {gen.prefill_mlp_block}/{gen.prefill_mlp_block_k} decode programs {gen.decode_programs} pdl {pdl_wanted(v1)}")
+          f"mlp block / k {gen.prefill_mlp_block}/{gen.prefill_mlp_block_k} decode programs {gen.decode_programs} "
+          f"pdl {pdl_wanted(v1)}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

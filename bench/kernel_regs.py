@@ -158,10 +158,10 @@ def main():
         k = _compile(fn, c["types"], c["constexprs"], c["num_warps"])
         shown = {k2: v for k2, v in c["constexprs"].items()
                  if k2 not in ("C", "H", "D", "EOS", "V", "N", "FENCE", "BLOCK_B", "UPSTREAM", "GDC")}
-        gdc = "" if "GDC" not in c["constexprs"] else f" | gdc wait first: {gdc_wait_first(k.asm['ptx'])}"
+        notes = "" if "GDC" not in c["constexprs"] else f" | gdc wait first: {gdc_wait_first(k.asm['ptx'])}"
         if c["constexprs"].get("TC") == 3:  # fp64 products: on tensor cores (DMMA), not fp64 FMA loops
-            gdc += f" | f64 mma: {sum('mma.sync' in ln and '.f64.f64' in ln for ln in k.asm['ptx'].splitlines())}"
-        print(f"{mod:17s} w{c['num_warps']} {shown}\n    {ptxas_stats(k.asm['ptx'])}{gdc}", flush=True)
+            notes += f" | f64 mma: {sum('mma.sync' in ln and '.f64.f64' in ln for ln in k.asm['ptx'].splitlines())}"
+        print(f"{mod:17s} w{c['num_warps']} {shown}\n    {ptxas_stats(k.asm['ptx'])}{notes}", flush=True)
         if args.ptx_dir:
             os.makedirs(args.ptx_dir, exist_ok=True)
             name = f"{mod}-w{c['num_warps']}-" + "-".join(f"{a}{b}" for a, b in sorted(c["constexprs"].items()))

@@ -12,6 +12,14 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def nvidia_capability(device: torch.device) -> tuple[int, int] | None:
+    """(major, minor) compute capability of an NVIDIA CUDA device; None for other devices and for ROCm builds of
+    torch, which report AMD's own numbers there (the kernels' PTX-level choices do not apply to them)."""
+    if device.type != "cuda" or torch.version.hip is not None:
+        return None
+    return torch.cuda.get_device_capability(device)
+
+
 def check_tensor(name: str, t: torch.Tensor, shape: tuple, dtypes: tuple, device: torch.device) -> None:
     """Raise ValueError unless ``t`` is a contiguous tensor of ``shape``, one of ``dtypes``, on ``device``."""
     if not isinstance(t, torch.Tensor):

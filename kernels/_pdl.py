@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import interpreting
+from ._checks import interpreting, nvidia_capability
 
 DEFAULT_MODE = 2  # AUTOGAZE_PDL when unset (see above)
 
@@ -59,13 +59,14 @@ def _triton_has_pdl() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _device_has_pdl(index: int) -> bool:
-    # NVIDIA only: a ROCm build reports its own "capability" numbers, and griddepcontrol is PTX
-    return torch.version.hip is None and torch.cuda.get_device_capability(index)[0] >= 9
+    cap = nvidia_capability(torch.device("cuda", index))  # griddepcontrol is PTX: NVIDIA only
+    return cap is not None and cap[0] >= 9
 
 
 def pdl_wanted(t: torch.Tensor) -> int:
-    """The PDL mode of launches on ``t``'s device (0: off): ``AUTOGAZE_PDL`` (default DEFAULT_MODE) on an NVIDIA device of
-    compute capability 9.0 or newer, outside the interpreter, with a Triton whose launcher takes ``launch_pdl``."""
+    """The PDL mode of launches on ``t``'s device (0: off): ``AUTOGAZE_PDL`` (default DEFAULT_MODE) on an NVIDIA
+    device of compute capability 9.0 or newer, outside the interpreter, with a Triton whose launcher takes
+    ``launch_pdl``."""
     mode = os.environ.get("AUTOGAZE_PDL", str(DEFAULT_MODE))
     if mode not in ("0", "1", "2"):
         raise ValueError(f"AUTOGAZE_PDL: expected 0, 1 or 2, got {mode!r}")

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import interpreting
+from ._checks import interpreting, nvidia_capability
 
 
 @triton.jit
@@ -73,9 +73,9 @@ def fp64_tensor_cores(device: torch.device) -> bool:
     """Whether ``device`` multiplies fp64 on tensor cores at full rate and this Triton lowers an fp64 ``tl.dot``
     to them (DMMA): NVIDIA sm_80 and sm_90 (A100, H100, H200) with Triton >= 3.5. Elsewhere fp64 runs at a small
     fraction of fp32's rate, so fp32 mode keeps IEEE fp32 FMA products there (and under the interpreter)."""
-    if device.type != "cuda" or torch.version.hip is not None or interpreting() or not triton_lowers_fp64_mma():
+    if interpreting() or not triton_lowers_fp64_mma():
         return False
-    return torch.cuda.get_device_capability(device) in ((8, 0), (9, 0))
+    return nvidia_capability(device) in ((8, 0), (9, 0))
 
 
 def f64_products_wanted(device: torch.device, dtype: torch.dtype) -> bool:

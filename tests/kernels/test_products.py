@@ -19,6 +19,9 @@ def test_tc_modes():
 
 
 def test_no_fp64_tensor_cores_on_the_cpu():
+    from triton_autogaze.kernels._checks import nvidia_capability
+
+    assert nvidia_capability(torch.device("cpu")) is None
     assert not _products.fp64_tensor_cores(torch.device("cpu"))
     assert not _products.f64_products_wanted(torch.device("cpu"), torch.float32)
 

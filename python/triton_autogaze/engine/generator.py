@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 import torch
 
-from ..config import AutoGazeConfig
 from triton_autogaze.kernels._products import f64_products_wanted
+
+from ..config import AutoGazeConfig
 from ..reference.generate import FrameResult, GenerationOutput
 from .ops import ops_for
 from .plan import CallPlan, make_plan
@@ -400,8 +401,8 @@ class TritonGenerator:
             if merge:
                 ops.residual_norm(x_in, ws.opart, ws.hA, lw["ln2"], alive, ws.m, n, eps, upstream, block_n=block)
             ops.mlp_gate_up(ws.m if merge else x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n,
-                            eps, upstream, block_n=mblock, block_i=bi, split_k=split, bf16_dots=tc, f64_dots=f64["gate_up"],
-                            flat=flat, normed=merge, block_k=gemm_k)
+                            eps, upstream, block_n=mblock, block_i=bi, split_k=split, bf16_dots=tc,
+                            f64_dots=f64["gate_up"], flat=flat, normed=merge, block_k=gemm_k)
             ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=mblock,
                          block_c=bc, block_k=gemm_k or self.mlp_block_k, split_k=0 if gemm_k else split,
                          bf16_dots=tc, f64_dots=f64["down"], flat=flat)
