@@ -84,8 +84,14 @@ def record(rows: int, overrides: dict, bf16: bool = False) -> list[dict]:
     for k, v in {**GPU_SIZES, **overrides}.items():
         setattr(g, k, int(v))
     g.decode_chunks = (64, 128)  # the GPU's decode splits while the cache is short (TritonGenerator.decode_chunk)
+    # the rest of the H100's launch rules (TritonGenerator.__init__): the fp64-product prefill key blocks (bf16: 64
+    # too) and large-launch chunks, and its SM count for the o_proj-block rule
     if "prefill_key_block" not in overrides:
-        g.prefill_key_block = None if bf16 else 128  # the GPU's (TritonGenerator.__init__)
+        g.prefill_key_block = None if bf16 or g.f64_dots else 128
+    if "max_programs" not in overrides:
+        g.max_programs = 600 if bf16 else (400 if g.f64_dots else 1600)
+    if "sms" not in overrides:
+        g.sms = 132
     v = torch.zeros(rows, 2, cfg.num_tokens, cfg.decoder.hidden_size)
     for tau in (None, torch.full((rows, 2), -2.0)):
         try:

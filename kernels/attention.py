@@ -69,13 +69,18 @@ def _attention_kernel(
         k_lo = sp * CHUNK
         k_hi = tl.minimum(kend, k_lo + CHUNK)
         kbase = b * c_sb + h * c_sh
+        # the key mask of each block is loaded one block ahead: its load is not a product operand, so Triton's
+        # pipeliner left it in the loop, where waiting on it took 16% of a decode launch's stall samples (ncu,
+        # H100, one row); ahead: 8 clips -4%, 45 rows -7% (RESULTS.md thirteenth pass)
+        offs_bk = tl.arange(0, BK)
+        bits = tl.load(km_ptr + b * km_sb + k_lo + offs_bk, mask=k_lo + offs_bk < k_hi, other=0)
         for kb in range(k_lo, k_hi, BK):
-            offs_k = kb + tl.arange(0, BK)
+            offs_k = kb + offs_bk
             kmask = offs_k < k_hi
+            bits_next = tl.load(km_ptr + b * km_sb + BK + offs_k, mask=BK + offs_k < k_hi, other=0)
             kv_off = kbase + offs_k[:, None] * c_sl + offs_d[None, :]
             kt = tl.load(k_ptr + kv_off, mask=kmask[:, None], other=0.0)
             s = mode_dot(q, tl.trans(kt), TC) * scale  # QK^T, PV and o_proj in the launch's product mode
-            bits = tl.load(km_ptr + b * km_sb + offs_k, mask=kmask, other=0)
             ok = ((bits != 0) & kmask)[None, :] & (offs_k[None, :] <= qidx[:, None])
             s = tl.where(ok, s, NEG)
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -84,9 +89,11 @@ def _attention_kernel(
             l_i = l_i * alpha + tl.sum(p, axis=1)
             vt = tl.load(v_ptr + kv_off, mask=kmask[:, None], other=0.0)
             # fp64 mode keeps PV an IEEE fp32 product: Triton 3.6 fails an assertion lowering an fp64 product of
-            # these probabilities ("fp64 don't support largeK MMA": the int8 key mask in their history sets kWidth)
+            # these probabilities ("fp64 don't support largeK MMA": the int8 key mask in their history sets kWidth;
+            # read as 32-bit words it compiles, but measured slower: 8 clips +8%, 45 rows +10%, RESULTS.md)
             acc = acc * alpha[:, None] + mode_dot(p, vt, 0 if TC == 3 else TC)
             m_i = m_new
+            bits = bits_next
         slot = pid * nsplit_max + sp
         offs_r = tl.arange(0, BQ)
         tl.store(acc_ptr + slot * BQ * D + offs_r[:, None] * D + offs_d[None, :], acc)

@@ -104,7 +104,17 @@ class TritonGenerator:
         # --merge-group, --oproj-block, --select-warps, --vocab-parts); the defaults are the measured configuration
         self.attention_warps = 4
         self.merge_group = 8
-        self.oproj_block = None  # attention's o_proj columns per product (None: all in one)
+        self.oproj_block = None  # attention's o_proj columns per product, every launch (None: the rule below)
+        # ... and by default: launches of more programs than the GPU has SMs run several programs an SM, as many as
+        # their registers allow, and the o_proj tail (the merge's [C x D] weight tile, pow2(C) = 256 of C = 192
+        # columns, upcast to fp64) set the whole kernel's count: 64-column products take 254 -> 168 registers a
+        # thread. H100, fp64 products: 8 clips 90.6 -> 86.7 ms, 45 rows 315.3 -> 300.4; a one-row decode launch
+        # (fewer programs than SMs) is ~1% slower with them, so it keeps one product, but programs of more than 16
+        # queries (prefill) spill with one: 64 columns there at any size (one row, 1000 keys: 27.6 -> 26.1 us a
+        # launch; bench/attention_micro.py, RESULTS.md thirteenth pass). Measured for fp64 products only, so
+        # launches with other products keep one.
+        self.oproj_block_many = 64
+        self.sms = torch.cuda.get_device_properties(self.device).multi_processor_count if not interp else 0
         self.select_warps = 4
         # Decode attention while the cache is short: the smallest of these chunks that keeps the launch at most
         # decode_programs programs (rows x heads x splits), else ``chunk``. A split walks its chunk's key blocks
@@ -173,6 +183,12 @@ class TritonGenerator:
         # 46.4 ms, 8 clips 149.4 -> 95.6, 45 rows 601 -> 337 (bench/engine_gpu.py --[no-]f64-dots, RESULTS.md).
         # AUTOGAZE_F64_DOTS=0 keeps the FMA products.
         self.f64_dots = f64_products_wanted(self.device, dtype)
+        if self.f64_dots:
+            # launch shapes re-tuned for fp64 products (H100, RESULTS.md thirteenth pass, with 64-column o_proj
+            # blocks in large launches): larger chunks from 400 programs (8 clips 87.0 -> 83.5 ms; 45 rows and one
+            # clip within 1%) and 64-key prefill blocks (45 rows 300.0 -> 294.4 ms; the others within 1%)
+            self.max_programs = 400
+            self.prefill_key_block = None
         self.f64_ops: frozenset[str] | None = None  # with f64_dots: only these ops (qkv, attention, gate_up, down)
         self._pool: dict[tuple, list[Workspace]] = {}
 
@@ -286,6 +302,15 @@ class TritonGenerator:
             kb = self.large_decode_key_block if chunk >= self.large_chunk else None
         return kb if kb and chunk % kb == 0 else self.key_block
 
+    def oproj_block_for(self, B: int, n: int, block_q: int, key_end: int, chunk: int, f64: bool) -> int | None:
+        """o_proj columns a product of an attention launch over ``n`` slots of B rows in ``block_q``-query programs
+        and ``chunk``-key splits, ``f64``: with fp64 products (see __init__)."""
+        if self.oproj_block is not None:
+            return self.oproj_block
+        programs = B * self.cfg.decoder.num_attention_heads * -(-n // block_q) * -(-key_end // chunk)
+        many = programs > self.sms or block_q > 16
+        return self.oproj_block_many if f64 and self.oproj_block_many and many else None
+
     def _large_launch_chunk(self, blocks: int, key_end: int) -> int:
         c = self.chunk
         while self.max_programs and c < self.max_chunk and blocks * -(-key_end // c) > self.max_programs:
@@ -387,6 +412,7 @@ class TritonGenerator:
             ws.m = torch.empty_like(ws.hA)  # the normed h1 of a prefill feed (residual_norm -> mlp_gate_up)
         gemm_k = self.prefill_mlp_block_k if merge else 0
         mblock = (merge and self.prefill_mlp_block) or block
+        ob = self.oproj_block_for(ws.rows, n, scratch.bq, key_end, chunk, f64["attention"])
         for li, lw in enumerate(self.w.layers):
             x_in = ws.x if li == 0 else ws.hB
             ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
@@ -396,7 +422,7 @@ class TritonGenerator:
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
                           scratch, n, key_end, upstream, block_q=scratch.bq, chunk=chunk,
                           block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps,
-                          merge_group=self.merge_group, oproj_block=self.oproj_block, bf16_dots=tc,
+                          merge_group=self.merge_group, oproj_block=ob, bf16_dots=tc,
                           f64_dots=f64["attention"])
             if merge:
                 ops.residual_norm(x_in, ws.opart, ws.hA, lw["ln2"], alive, ws.m, n, eps, upstream, block_n=block)
