@@ -278,21 +278,24 @@ def test_decode_chunk_grows_with_keys_and_rows(model):
 
 
 def test_oproj_blocks_for_launches_of_more_programs_than_sms(model):
-    """The GPU rule: with fp64 products, attention launches of more programs (rows x heads x query blocks x splits)
-    than the GPU has SMs, or of more than 16 queries a program, take 64-column o_proj products; small decode
-    launches, other product modes and an explicit ``oproj_block`` are left as they are."""
+    """The GPU rule: attention launches of more programs (rows x heads x query blocks x splits) than the GPU has
+    SMs take 64-column o_proj products with fp64 or bf16 tensor-core products, and so do fp64 launches of more
+    than 16 queries a program; small decode launches, IEEE fp32 products and an explicit ``oproj_block`` are left
+    as they are."""
     cfg, w, _ = model
     g = TritonGenerator(w, cfg, use_cuda_graph=False)
     g.sms, g.oproj_block_many = 132, 64
-    assert g.oproj_block_for(1, 10, 16, 3600, 256, True) is None  # 6 heads x 15 splits = 90 programs
-    assert g.oproj_block_for(8, 10, 16, 3600, 256, True) == 64  # 720 programs
-    assert g.oproj_block_for(1, 206, 32, 3600, 256, True) == 64  # 6 x 7 query blocks x 15 splits
-    assert g.oproj_block_for(1, 206, 32, 200, 256, True) == 64  # 42 programs, but 32 queries each (prefill)
-    assert g.oproj_block_for(8, 10, 16, 3600, 256, False) is None  # IEEE fp32 or bf16 products
+    assert g.oproj_block_for(1, 10, 16, 3600, 256, "f64") is None  # 6 heads x 15 splits = 90 programs
+    assert g.oproj_block_for(8, 10, 16, 3600, 256, "f64") == 64  # 720 programs
+    assert g.oproj_block_for(1, 206, 32, 3600, 256, "f64") == 64  # 6 x 7 query blocks x 15 splits
+    assert g.oproj_block_for(1, 206, 32, 200, 256, "f64") == 64  # 42 programs, but 32 queries each (prefill)
+    assert g.oproj_block_for(8, 10, 16, 3600, 256, "bf16") == 64  # bf16 tensor cores: by the program count only
+    assert g.oproj_block_for(1, 206, 64, 200, 256, "bf16") is None
+    assert g.oproj_block_for(8, 10, 16, 3600, 256, "fp32") is None  # IEEE fp32 FMA products: not measured
     g.oproj_block = 32
-    assert g.oproj_block_for(1, 10, 16, 3600, 256, True) == 32
+    assert g.oproj_block_for(1, 10, 16, 3600, 256, "f64") == 32
     g.oproj_block, g.oproj_block_many = None, None
-    assert g.oproj_block_for(8, 10, 16, 3600, 256, True) is None
+    assert g.oproj_block_for(8, 10, 16, 3600, 256, "f64") is None
 
 
 def test_adaptive_decode_chunks_match_reference(model, vision):

@@ -107,12 +107,13 @@ class TritonGenerator:
         self.oproj_block = None  # attention's o_proj columns per product, every launch (None: the rule below)
         # ... and by default: launches of more programs than the GPU has SMs run several programs an SM, as many as
         # their registers allow, and the o_proj tail (the merge's [C x D] weight tile, pow2(C) = 256 of C = 192
-        # columns, upcast to fp64) set the whole kernel's count: 64-column products take 254 -> 168 registers a
+        # columns, upcast to fp64) sets the whole kernel's count: 64-column products take 254 -> 168 registers a
         # thread. H100, fp64 products: 8 clips 90.6 -> 86.7 ms, 45 rows 315.3 -> 300.4; a one-row decode launch
         # (fewer programs than SMs) is ~1% slower with them, so it keeps one product, but programs of more than 16
         # queries (prefill) spill with one: 64 columns there at any size (one row, 1000 keys: 27.6 -> 26.1 us a
-        # launch; bench/attention_micro.py, RESULTS.md thirteenth pass). Measured for fp64 products only, so
-        # launches with other products keep one.
+        # launch; bench/attention_micro.py, RESULTS.md thirteenth pass). bf16 tensor-core launches take them by the
+        # program count only (they do not spill): 45 rows 138.8 -> 135.2 ms, 8 clips -0.7%. IEEE fp32 FMA launches
+        # (GPUs without fast fp64) were not measured and keep one product.
         self.oproj_block_many = 64
         self.sms = torch.cuda.get_device_properties(self.device).multi_processor_count if not interp else 0
         self.select_warps = 4
@@ -302,14 +303,17 @@ class TritonGenerator:
             kb = self.large_decode_key_block if chunk >= self.large_chunk else None
         return kb if kb and chunk % kb == 0 else self.key_block
 
-    def oproj_block_for(self, B: int, n: int, block_q: int, key_end: int, chunk: int, f64: bool) -> int | None:
+    def oproj_block_for(self, B: int, n: int, block_q: int, key_end: int, chunk: int, products: str) -> int | None:
         """o_proj columns a product of an attention launch over ``n`` slots of B rows in ``block_q``-query programs
-        and ``chunk``-key splits, ``f64``: with fp64 products (see __init__)."""
+        and ``chunk``-key splits whose products are ``products`` ("f64", "bf16" or "fp32"; see __init__)."""
         if self.oproj_block is not None:
             return self.oproj_block
         programs = B * self.cfg.decoder.num_attention_heads * -(-n // block_q) * -(-key_end // chunk)
-        many = programs > self.sms or block_q > 16
-        return self.oproj_block_many if f64 and self.oproj_block_many and many else None
+        if products == "f64":
+            many = programs > self.sms or block_q > 16
+        else:
+            many = products == "bf16" and programs > self.sms
+        return self.oproj_block_many if self.oproj_block_many and many else None
 
     def _large_launch_chunk(self, blocks: int, key_end: int) -> int:
         c = self.chunk
@@ -412,7 +416,8 @@ class TritonGenerator:
             ws.m = torch.empty_like(ws.hA)  # the normed h1 of a prefill feed (residual_norm -> mlp_gate_up)
         gemm_k = self.prefill_mlp_block_k if merge else 0
         mblock = (merge and self.prefill_mlp_block) or block
-        ob = self.oproj_block_for(ws.rows, n, scratch.bq, key_end, chunk, f64["attention"])
+        ob = self.oproj_block_for(ws.rows, n, scratch.bq, key_end, chunk,
+                                  "f64" if f64["attention"] else ("bf16" if tc else "fp32"))
         for li, lw in enumerate(self.w.layers):
             x_in = ws.x if li == 0 else ws.hB
             ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
