@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -10,6 +11,16 @@ import torch
 def interpreting() -> bool:
     """Whether Triton kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1) instead of on a GPU."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (cached per device)."""
+    return _sms(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def nvidia_capability(device: torch.device) -> tuple[int, int] | None:

@@ -9,7 +9,6 @@ This file is ~400 lines because it holds both stages of one op, which share the 
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Mapping
@@ -18,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import interpreting
+from ._checks import interpreting, num_sms
 
 
 # C (192) is not a power of 2, and Triton tiles must be. Rather than pad to 256 (a third more GEMM work), both
@@ -322,11 +321,6 @@ def prepare_patch_embed_weights(weights: Mapping[str, torch.Tensor], dtype: torc
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _num_sms(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def _configs(M: int, C: int, P: int, taps: int, dtype: torch.dtype, device: torch.device) -> tuple[dict, dict]:
     """(kernel A, kernel B) launch parameters (taps: the block conv's KT*KS*KS). Fixed rather than autotuned, so
     CUDA-graph capture never tunes; the values come from sweeps on an H100 (triton 3.6) at B*T = 1, 16, 64 and
@@ -342,7 +336,7 @@ def _configs(M: int, C: int, P: int, taps: int, dtype: torch.dtype, device: torc
             a = dict(BLOCK_M=32, BLOCK_K=32, num_warps=4, num_stages=3)
             b = dict(BLOCK_M=64, BLOCK_K=64, num_warps=8, num_stages=3)
         # small clips (a streamed frame is 196 tokens): shrink BLOCK_M until the grid fills half the SMs
-        half = _num_sms(device.index if device.index is not None else torch.cuda.current_device()) // 2
+        half = num_sms(device) // 2
         for d in (a, b):
             while d["BLOCK_M"] > 16 and triton.cdiv(M, d["BLOCK_M"]) < half:
                 d["BLOCK_M"] //= 2

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from triton_autogaze.kernels._checks import num_sms
 from triton_autogaze.kernels._products import f64_products_wanted
 
 from ..config import AutoGazeConfig
@@ -75,6 +76,7 @@ class TritonGenerator:
         self.eps, self.eos = d.rms_norm_eps, cfg.eos_id
         # The interpreter pays per program, so CPU runs use few, large programs.
         interp = self.device.type != "cuda"
+        f64 = f64_products_wanted(self.device, dtype)  # fp32 mode's products on fp64 tensor cores (see f64_dots)
         self.chunk = chunk
         # Decode feeds are 10 tokens: latency-bound, so GPU programs take narrow output slices (many programs,
         # small register tiles); the interpreter wants the opposite.
@@ -115,7 +117,7 @@ class TritonGenerator:
         # program count only (they do not spill): 45 rows 138.8 -> 135.2 ms, 8 clips -0.7%. IEEE fp32 FMA launches
         # (GPUs without fast fp64) were not measured and keep one product.
         self.oproj_block_many = 64
-        self.sms = torch.cuda.get_device_properties(self.device).multi_processor_count if not interp else 0
+        self.sms = 0 if interp else num_sms(self.device)
         self.select_warps = 4
         # Decode attention while the cache is short: the smallest of these chunks that keeps the launch at most
         # decode_programs programs (rows x heads x splits), else ``chunk``. A split walks its chunk's key blocks
@@ -130,16 +132,19 @@ class TritonGenerator:
         # 125 / 109 / 68 us at chunk 256 / 512 / 1024, fp32 282 / 272 / 247; prefill bf16 759 -> 550 us, fp32
         # 3317 -> 3066 at 1024 (bench/attention_micro.py, RESULTS.md). 0 turns it off.
         # Tensor-core (bf16) chains are shorter, so they take larger chunks sooner: bf16 prefill, 8 rows, 3600 keys
-        # 144 / 123 / 103 us at 256 / 512 / 1024; 45 rows decode, 1000 keys 27.5 / 22.7 at 256 / 512.
+        # 144 / 123 / 103 us at 256 / 512 / 1024; 45 rows decode, 1000 keys 27.5 / 22.7 at 256 / 512. fp64
+        # products 400 (with 64-column o_proj blocks in large launches, H100: 8 clips 87.0 -> 83.5 ms; 45 rows and
+        # one clip within 1%; RESULTS.md thirteenth pass).
         bf16 = dtype == torch.bfloat16
-        self.max_programs = 0 if interp else (600 if bf16 else 1600)
+        self.max_programs = 0 if interp else (600 if bf16 else (400 if f64 else 1600))
         # bf16 to 2048: 45 rows 193 -> 179 ms (prefill at 3600 keys 549 -> 426 us a launch)
         self.max_chunk = 2048 if bf16 else 1024
         # Key blocks where 128 measured faster than key_block (None: key_block): fp32 prefill (one clip 63.1 ->
         # 61.8 ms; 45 rows 711 -> 661, a prefill launch at 3600 keys 3066 -> 2094 us) and bf16 decode launches of
         # large_chunk keys a split or more (45 rows 213 -> 193 ms; 68 -> 58 us a launch). fp32 decode (247 -> 264
         # us) and bf16 prefill (152 -> 183 us at 1000 keys) went the other way (H200, bench/attention_micro.py).
-        self.prefill_key_block = None if interp or bf16 else 128
+        # fp64 products: 64 again (H100, 45 rows 300.0 -> 294.4 ms, the others within 1%; thirteenth pass).
+        self.prefill_key_block = None if interp or bf16 or f64 else 128
         self.large_decode_key_block = 128 if bf16 and not interp else None
         self.large_chunk = 1024
         # decode feeds' row-wise programs (rmsnorm_qkv_rope, mlp_gate_up, mlp_down) take 16 consecutive tokens
@@ -183,13 +188,7 @@ class TritonGenerator:
         # At least as accurate as fp32 and never TF32; fixture tokens equal either way. H100: one clip 62.9 ->
         # 46.4 ms, 8 clips 149.4 -> 95.6, 45 rows 601 -> 337 (bench/engine_gpu.py --[no-]f64-dots, RESULTS.md).
         # AUTOGAZE_F64_DOTS=0 keeps the FMA products.
-        self.f64_dots = f64_products_wanted(self.device, dtype)
-        if self.f64_dots:
-            # launch shapes re-tuned for fp64 products (H100, RESULTS.md thirteenth pass, with 64-column o_proj
-            # blocks in large launches): larger chunks from 400 programs (8 clips 87.0 -> 83.5 ms; 45 rows and one
-            # clip within 1%) and 64-key prefill blocks (45 rows 300.0 -> 294.4 ms; the others within 1%)
-            self.max_programs = 400
-            self.prefill_key_block = None
+        self.f64_dots = f64
         self.f64_ops: frozenset[str] | None = None  # with f64_dots: only these ops (qkv, attention, gate_up, down)
         self._pool: dict[tuple, list[Workspace]] = {}
 
