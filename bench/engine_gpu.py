@@ -127,6 +127,9 @@ def main() -> None:
     ap.add_argument("--attention-warps", type=int, default=None, help="warps of an attention program (4)")
     ap.add_argument("--merge-group", type=int, default=None, help="split partials merged per load (8)")
     ap.add_argument("--oproj-block", type=int, default=None, help="attention o_proj columns a product (all)")
+    ap.add_argument("--linear-warps", type=int, default=None,
+                    help="warps of a decode feed's qkv / gate_up / down program (4)")
+    ap.add_argument("--prefill-linear-warps", type=int, default=None, help="the same for prefill feeds (4)")
     ap.add_argument("--select-warps", type=int, default=None, help="warps of a heads_select program (4)")
     ap.add_argument("--max-programs", type=int, default=None,
                     help="attention chunks double while a launch exceeds this many programs "
@@ -186,6 +189,7 @@ def main() -> None:
                       ("prefill_split_k", "prefill_split_k"), ("prefill_block", "prefill_block"),
                       ("attention_warps", "attention_warps"), ("merge_group", "merge_group"),
                       ("oproj_block", "oproj_block"), ("select_warps", "select_warps"),
+                      ("linear_warps", "linear_warps"), ("prefill_linear_warps", "prefill_linear_warps"),
                       ("vocab_parts", "select_vocab_parts"), ("bf16_dots", "bf16_dots"), ("f64_dots", "f64_dots"),
                       ("max_programs", "max_programs"), ("max_chunk", "max_chunk"),
                       ("prefill_block_i", "prefill_block_i"), ("prefill_block_c", "prefill_block_c"),
@@ -232,6 +236,7 @@ def main() -> None:
           f"block c {gen.mlp_block_c} head block {gen.head_block} split k {gen.decode_split_k}/"
           f"{gen.prefill_split_k} prefill block {gen.prefill_block} attention warps {gen.attention_warps} "
           f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} "
+          f"linear warps {gen.linear_warps}/{gen.prefill_linear_warps} "
           f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots} f64 dots {gen.f64_dots} "
           f"max programs {gen.max_programs} "
           f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "

@@ -16,6 +16,7 @@ instructions they hold. ``--set`` overrides generator attributes (e.g. ``--set m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -69,10 +70,19 @@ def record(rows: int, overrides: dict, bf16: bool = False) -> list[dict]:
         def __getitem__(self, grid):
             def launch(*args, num_warps=4, **kwargs):
                 names = self.fn.arg_names
-                types = {n: _type_of(a) for n, a in zip(names, args)}
                 consts = {k: v for k, v in kwargs.items()}
-                key = json.dumps([self.name, types, consts, num_warps], sort_keys=True)
-                seen.setdefault(key, dict(kernel=self.name, types=types, constexprs=consts, num_warps=num_warps))
+                # Triton's launcher specializes integer arguments equal to 1 as constants and marks 16-byte
+                # aligned pointers and multiples of 16 divisible (vectorized loads): record the same here
+                for n, a in zip(names, args):
+                    if isinstance(a, int) and not isinstance(a, bool) and a == 1:
+                        consts[n] = 1
+                types = {n: _type_of(a) for n, a in zip(names, args) if n not in consts}
+                div = sorted(n for n, a in zip(names, args) if n not in consts and (
+                    (isinstance(a, torch.Tensor) and a.data_ptr() % 16 == 0)
+                    or (isinstance(a, int) and not isinstance(a, bool) and a % 16 == 0)))
+                key = json.dumps([self.name, types, consts, num_warps, div], sort_keys=True)
+                seen.setdefault(key, dict(kernel=self.name, types=types, constexprs=consts, num_warps=num_warps,
+                                          divisible=div))
             return launch
 
     for mod, attr in KERNELS.items():
@@ -121,6 +131,18 @@ def ptxas_stats(ptx: str) -> str:
     return f"no ptxas here accepts PTX {ver}"
 
 
+def sass_of(cubin: bytes) -> str:
+    """The machine code of a compiled kernel, from the nvdisasm that ships with Triton."""
+    import triton
+
+    exe = os.path.join(os.path.dirname(triton.knobs.nvidia.ptxas.path), "nvdisasm")
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "k.cubin")
+        Path(p).write_bytes(cubin)
+        r = subprocess.run([exe, "-c", p], capture_output=True, text=True)
+    return r.stdout if r.returncode == 0 else f"nvdisasm failed: {r.stderr[-500:]}"
+
+
 def main():
     import argparse
 
@@ -130,6 +152,8 @@ def main():
     ap.add_argument("--bf16", action="store_true", help="the bf16 engine (tensor-core products)")
     ap.add_argument("--ptx-dir", help="also write each configuration's PTX (without line info) here, to compare "
                                       "two versions of a kernel's source for the same machine code")
+    ap.add_argument("--sass-dir", help="also write each configuration's SASS (nvdisasm of the cubin) here, to count "
+                                       "the instructions of a launch's dependent chain")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     overrides = dict(s.split("=", 1) for s in args.set)
@@ -161,7 +185,11 @@ def main():
             c["constexprs"]["GDC"] = DEFAULT_MODE
         if c["constexprs"].get("TC") == 2:  # the interpreter's stand-in; the GPU launch takes tensor cores
             c["constexprs"]["TC"] = 1
-        k = _compile(fn, c["types"], c["constexprs"], c["num_warps"])
+        if os.environ.get("KR_F64W") and c["constexprs"].get("TC") == 3:
+            for wn in ("wgu_ptr", "w_ptr", "wd_ptr", "wo_ptr"):
+                if wn in c["types"]:
+                    c["types"][wn] = "*fp64"
+        k = _compile(fn, c["types"], c["constexprs"], c["num_warps"], tuple(c["divisible"]))
         shown = {k2: v for k2, v in c["constexprs"].items()
                  if k2 not in ("C", "H", "D", "EOS", "V", "N", "FENCE", "BLOCK_B", "UPSTREAM", "GDC")}
         notes = "" if "GDC" not in c["constexprs"] else f" | gdc wait first: {gdc_wait_first(k.asm['ptx'])}"
@@ -173,6 +201,11 @@ def main():
             name = f"{mod}-w{c['num_warps']}-" + "-".join(f"{a}{b}" for a, b in sorted(c["constexprs"].items()))
             code = [ln for ln in k.asm["ptx"].splitlines() if not ln.strip().startswith((".loc", ".file", "//"))]
             Path(args.ptx_dir, name + ".ptx").write_text("\n".join(code))
+        if args.sass_dir:
+            os.makedirs(args.sass_dir, exist_ok=True)
+            name = f"{mod}-w{c['num_warps']}-" + "-".join(f"{a}{b}" for a, b in sorted(c["constexprs"].items()))
+            name += "-div" + hashlib.sha1(" ".join(c["divisible"]).encode()).hexdigest()[:6]
+            Path(args.sass_dir, name + ".sass").write_text(sass_of(k.asm["cubin"]))
 
 
 if __name__ == "__main__":

@@ -14,14 +14,17 @@ import sys
 from pathlib import Path
 
 
-def _compile(fn, types: dict, constexprs: dict, num_warps: int = 4):
-    """``fn`` compiled for sm_90; ``types``: non-constexpr argument -> Triton type (default i32)."""
+def _compile(fn, types: dict, constexprs: dict, num_warps: int = 4, divisible: tuple = ()):
+    """``fn`` compiled for sm_90; ``types``: non-constexpr argument -> Triton type (default i32); ``divisible``:
+    the arguments a launch would specialize as divisible by 16 (pointers aligned to 16 bytes, integers that are
+    multiples of 16), as Triton's launcher does, so that loads vectorize as they do on the GPU."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     sig = {n: "constexpr" if n in constexprs else types.get(n, "i32") for n in fn.arg_names}
-    return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs),
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in divisible if n not in constexprs}
+    return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs),
                           target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
 
 

@@ -104,7 +104,7 @@ class TritonGenerator:
         self.key_block = 256 if interp else 64
         # launch shapes of the two ticket kernels, for sweeps (bench/engine_gpu.py --attention-warps,
         # --merge-group, --oproj-block, --select-warps, --vocab-parts); the defaults are the measured configuration
-        self.attention_warps = 4
+        self.attention_warps = 4  # 2 / 8: one clip 45.3 -> 54.5 / 46.7 ms, 8 clips 82.9 -> 91.0 / 99.5 (H100, fp32)
         self.merge_group = 8
         self.oproj_block = None  # attention's o_proj columns per product, every launch (None: the rule below)
         # ... and by default: launches of more programs than the GPU has SMs run several programs an SM, as many as
@@ -118,7 +118,15 @@ class TritonGenerator:
         # (GPUs without fast fp64) were not measured and keep one product.
         self.oproj_block_many = 64
         self.sms = 0 if interp else num_sms(self.device)
-        self.select_warps = 4
+        # heads_select's warps: 8 (H100, fp32: one clip 45.3 -> 44.5 ms, tau -2 12.7 -> 12.5; 8 clips and 45 rows
+        # within noise; 16 no better; RESULTS.md fourteenth pass)
+        self.select_warps = 8
+        # warps of a rmsnorm_qkv_rope / mlp_gate_up / mlp_down program, decode and prefill feeds
+        # (bench/engine_gpu.py --linear-warps / --prefill-linear-warps). 4: H100, fp32, one clip 45.3 ms; decode 2 /
+        # 8 / 16 warps 50.4 / 54.1 / 64.5 (more warps: shorter chains per warp, but cross-warp reductions and
+        # layout conversions on the path); prefill 8 46.3, 8 clips 82.9 -> 88.6 (RESULTS.md fourteenth pass)
+        self.linear_warps = 4
+        self.prefill_linear_warps = 4
         # Decode attention while the cache is short: the smallest of these chunks that keeps the launch at most
         # decode_programs programs (rows x heads x splits), else ``chunk``. A split walks its chunk's key blocks
         # in sequence and the last split merges them all, so the best chunk grows with the keys and the rows:
@@ -408,6 +416,7 @@ class TritonGenerator:
         f64 = {op: self.f64_dots and not tc and (self.f64_ops is None or op in self.f64_ops)
                for op in ("qkv", "attention", "gate_up", "down")}
         flat = self.flat_decode and not prefill
+        warps = self.prefill_linear_warps if prefill else self.linear_warps
         bi = (prefill and self.prefill_block_i) or self.mlp_block_i
         bc = (prefill and self.prefill_block_c) or self.mlp_block_c
         merge = bool(prefill and self.prefill_merge_rows and ws.rows >= self.prefill_merge_rows)
@@ -422,7 +431,7 @@ class TritonGenerator:
             ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
                                  pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
                                  block_n=block, block_h=self.head_block, split_k=split, bf16_dots=tc,
-                                 f64_dots=f64["qkv"], flat=flat and self.flat_qkv)
+                                 f64_dots=f64["qkv"], flat=flat and self.flat_qkv, num_warps=warps)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
                           scratch, n, key_end, upstream, block_q=scratch.bq, chunk=chunk,
                           block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps,
@@ -432,10 +441,10 @@ class TritonGenerator:
                 ops.residual_norm(x_in, ws.opart, ws.hA, lw["ln2"], alive, ws.m, n, eps, upstream, block_n=block)
             ops.mlp_gate_up(ws.m if merge else x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n,
                             eps, upstream, block_n=mblock, block_i=bi, split_k=split, bf16_dots=tc,
-                            f64_dots=f64["gate_up"], flat=flat, normed=merge, block_k=gemm_k)
+                            f64_dots=f64["gate_up"], flat=flat, normed=merge, block_k=gemm_k, num_warps=warps)
             ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=mblock,
                          block_c=bc, block_k=gemm_k or self.mlp_block_k, split_k=0 if gemm_k else split,
-                         bf16_dots=tc, f64_dots=f64["down"], flat=flat)
+                         bf16_dots=tc, f64_dots=f64["down"], flat=flat, num_warps=warps)
 
     def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None):
         B = ws.rows
