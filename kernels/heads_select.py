@@ -89,10 +89,18 @@ def _heads_select_kernel(
             chosen = tl.full([BLOCK_K], EOS, tl.int32)
             mxv = tl.zeros([BLOCK_K], tl.float32)
             when = tl.full([BLOCK_V], BLOCK_K, tl.int32)  # the position that chose each id (BLOCK_K: none)
+            # Every load the choice needs is issued before its serial chain (the chain's barriers would otherwise
+            # wait on each): the K x V logits and task-loss values for the softmax pass after it, and each
+            # position's logit row one position ahead of its argmax.
+            lg2 = tl.load(logit_ptr + (b * K + offs_k)[:, None] * V + offs_v[None, :],
+                          mask=(offs_k < K)[:, None] & (offs_v < V)[None, :], other=0.0, cache_modifier=".cg")
+            tlv = tl.load(tlv_ptr + b * K + offs_k, mask=offs_k < K, other=0.0, cache_modifier=".cg")
+            lg = tl.load(logit_ptr + b * K * V + offs_v, mask=offs_v < V, other=0.0, cache_modifier=".cg")
             # the serial part is only the argmax chain; each position's softmax sum is one 2D pass after it
             for i in tl.static_range(K):
-                lg = tl.load(logit_ptr + (b * K + i) * V + offs_v, mask=offs_v < V, other=0.0,
-                             cache_modifier=".cg")
+                if i + 1 < K:
+                    lg_next = tl.load(logit_ptr + (b * K + i + 1) * V + offs_v, mask=offs_v < V, other=0.0,
+                                      cache_modifier=".cg")
                 s = tl.where(banned, float("-inf"), lg)
                 mx, c = tl.max(s, axis=0, return_indices=True, return_indices_tie_break_left=True)
                 c = c.to(tl.int32)
@@ -103,14 +111,13 @@ def _heads_select_kernel(
                 hitv = (offs_v == c) & valid
                 banned = banned | hitv
                 when = tl.where(hitv, i, when)
+                if i + 1 < K:
+                    lg = lg_next
             kmask = offs_k < n_step
             # position i's allowed ids: not banned before the step, not chosen by a position before i
-            lg2 = tl.load(logit_ptr + (b * K + offs_k)[:, None] * V + offs_v[None, :],
-                          mask=(offs_k < K)[:, None] & (offs_v < V)[None, :], other=0.0, cache_modifier=".cg")
             out2 = base[None, :] | (when[None, :] < offs_k[:, None])
             den = tl.sum(tl.where(out2, 0.0, tl.exp(lg2 - mxv[:, None])), axis=1)
             confv = tl.where(kmask, 1.0 / den, 0.0)
-            tlv = tl.load(tlv_ptr + b * K + offs_k, mask=offs_k < K, other=0.0, cache_modifier=".cg")
             pad = (alive_b == 0) | (offs_k < 0)
             keep = alive_b != 0
             if HAS_TAU:
