@@ -1,6 +1,6 @@
 """Registers and spills of every engine kernel as the GPU engine launches it, from ptxas, without a GPU.
 
-    python bench/kernel_regs.py [--rows 1] [--set attr=value ...]
+    python bench/kernel_regs.py [--rows 1] [--bf16] [--set attr=value ...] [--ptx-dir DIR] [--sass-dir DIR]
 
 Step 1 (a child process under TRITON_INTERPRET=1): the engine's launch sequence runs on CPU tensors with the
 GPU's block sizes and every `_kernel[grid](...)` call replaced by a recorder (nothing executes), collecting each
@@ -10,6 +10,9 @@ Triton (`-v`), which prints registers, stack frame and spill bytes per kernel. A
 is local-memory traffic on its critical path; this finds them before any device time is spent. Kernels that
 take ``GDC`` compile as an H100 launches them (with programmatic dependent launch, kernels/_pdl.py) and the
 line says whether their ``griddepcontrol.wait`` comes before every global memory access.
+Each configuration compiles with the launcher's specialization of its arguments (integers equal to 1 as
+constants; 16-byte aligned pointers and multiples of 16 as divisible, which vectorizes loads), as on the GPU;
+``--sass-dir`` writes each one's machine code (nvdisasm) to count the instructions of a launch's chain.
 Kernels whose products run on fp64 tensor cores (fp32 mode on an H100, ``TC`` 3) also say how many DMMA
 instructions they hold. ``--set`` overrides generator attributes (e.g. ``--set merge_group=16 --set chunk=128``).
 """
@@ -185,10 +188,6 @@ def main():
             c["constexprs"]["GDC"] = DEFAULT_MODE
         if c["constexprs"].get("TC") == 2:  # the interpreter's stand-in; the GPU launch takes tensor cores
             c["constexprs"]["TC"] = 1
-        if os.environ.get("KR_F64W") and c["constexprs"].get("TC") == 3:
-            for wn in ("wgu_ptr", "w_ptr", "wd_ptr", "wo_ptr"):
-                if wn in c["types"]:
-                    c["types"][wn] = "*fp64"
         k = _compile(fn, c["types"], c["constexprs"], c["num_warps"], tuple(c["divisible"]))
         shown = {k2: v for k2, v in c["constexprs"].items()
                  if k2 not in ("C", "H", "D", "EOS", "V", "N", "FENCE", "BLOCK_B", "UPSTREAM", "GDC")}
@@ -196,15 +195,16 @@ def main():
         if c["constexprs"].get("TC") == 3:  # fp64 products: on tensor cores (DMMA), not fp64 FMA loops
             notes += f" | f64 mma: {sum('mma.sync' in ln and '.f64.f64' in ln for ln in k.asm['ptx'].splitlines())}"
         print(f"{mod:17s} w{c['num_warps']} {shown}\n    {ptxas_stats(k.asm['ptx'])}{notes}", flush=True)
+        # one file a configuration: its constexprs, then a tag of its divisible arguments (launches that differ
+        # only there compile apart)
+        name = (f"{mod}-w{c['num_warps']}-" + "-".join(f"{a}{b}" for a, b in sorted(c["constexprs"].items()))
+                + "-div" + hashlib.sha1(" ".join(c["divisible"]).encode()).hexdigest()[:6])
         if args.ptx_dir:
             os.makedirs(args.ptx_dir, exist_ok=True)
-            name = f"{mod}-w{c['num_warps']}-" + "-".join(f"{a}{b}" for a, b in sorted(c["constexprs"].items()))
             code = [ln for ln in k.asm["ptx"].splitlines() if not ln.strip().startswith((".loc", ".file", "//"))]
             Path(args.ptx_dir, name + ".ptx").write_text("\n".join(code))
         if args.sass_dir:
             os.makedirs(args.sass_dir, exist_ok=True)
-            name = f"{mod}-w{c['num_warps']}-" + "-".join(f"{a}{b}" for a, b in sorted(c["constexprs"].items()))
-            name += "-div" + hashlib.sha1(" ".join(c["divisible"]).encode()).hexdigest()[:6]
             Path(args.sass_dir, name + ".sass").write_text(sass_of(k.asm["cubin"]))
 
 
