@@ -130,7 +130,7 @@ def main() -> None:
     ap.add_argument("--linear-warps", type=int, default=None,
                     help="warps of a decode feed's qkv / gate_up / down program (4)")
     ap.add_argument("--prefill-linear-warps", type=int, default=None, help="the same for prefill feeds (4)")
-    ap.add_argument("--select-warps", type=int, default=None, help="warps of a heads_select program (4)")
+    ap.add_argument("--select-warps", type=int, default=None, help="warps of a heads_select program (8)")
     ap.add_argument("--max-programs", type=int, default=None,
                     help="attention chunks double while a launch exceeds this many programs "
                     "(fp32 1600, bf16 600; 0 off)")

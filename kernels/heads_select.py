@@ -91,7 +91,8 @@ def _heads_select_kernel(
             when = tl.full([BLOCK_V], BLOCK_K, tl.int32)  # the position that chose each id (BLOCK_K: none)
             # Every load the choice needs is issued before its serial chain (the chain's barriers would otherwise
             # wait on each): the K x V logits and task-loss values for the softmax pass after it, and each
-            # position's logit row one position ahead of its argmax.
+            # position's logit row one position ahead of its argmax (a second, L2-resident read of what lg2 holds:
+            # taking row i out of lg2 would be a cross-warp reduction, i.e. more barriers on the chain).
             lg2 = tl.load(logit_ptr + (b * K + offs_k)[:, None] * V + offs_v[None, :],
                           mask=(offs_k < K)[:, None] & (offs_v < V)[None, :], other=0.0, cache_modifier=".cg")
             tlv = tl.load(tlv_ptr + b * K + offs_k, mask=offs_k < K, other=0.0, cache_modifier=".cg")
