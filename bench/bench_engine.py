@@ -117,14 +117,16 @@ def test_tile_batch_sweep(benchmark, pipe, tbs):
 
 
 @pytest.mark.benchmark(group="stream-224")
-def test_stream_frame_latency(benchmark, pipe):
-    """One push() of a 224x224 RGB frame (resize-224, full budget), 16 frames per round, per-frame mean."""
+@pytest.mark.parametrize("tau", [None, 0.7], ids=["full", "tau0.7"])
+def test_stream_frame_latency(benchmark, pipe, tau):
+    """One push() of a 224x224 RGB frame (resize-224; full budget, or the default task-loss stopping at 0.7),
+    16 frames per round, per-frame mean."""
     import numpy as np
 
     frames = np.random.default_rng(0).integers(0, 256, (16, 224, 224, 3), dtype=np.uint8)
 
     def run():
-        s = pipe.stream(mode="resize-224", gazing_ratio=0.75, task_loss_requirement=None)
+        s = pipe.stream(mode="resize-224", gazing_ratio=0.75, task_loss_requirement=tau)
         for f in frames:
             s.push(f)
         torch.cuda.synchronize()
@@ -132,4 +134,4 @@ def test_stream_frame_latency(benchmark, pipe):
     run()
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
     benchmark.extra_info["ms_per_frame"] = benchmark.stats.stats.median / len(frames) * 1e3
-    _info(benchmark, dtype=str(pipe.model.dtype))
+    _info(benchmark, dtype=str(pipe.model.dtype), task_loss_requirement=tau)

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 from determinism import same  # noqa: E402  (bit-for-bit equality of two generation outputs)
 from triton_autogaze.checkpoint import load_checkpoint  # noqa: E402
 from triton_autogaze.engine import TritonGenerator  # noqa: E402
+from triton_autogaze.engine.branches import Branches  # noqa: E402
 from triton_autogaze.kernels._pdl import pdl_wanted  # noqa: E402
 from triton_autogaze.reference.decoder import Decoder  # noqa: E402
 from triton_autogaze.reference.generate import frame_budget, generate_upstream, merge_rows, new_state  # noqa: E402
@@ -155,6 +156,8 @@ def main() -> None:
                     help="decode feeds' row-wise programs of 16 tokens across rows (flat=True; the default)")
     ap.add_argument("--flat-qkv", action=argparse.BooleanOptionalAction, default=None,
                     help="with flat decode: rmsnorm_qkv_rope flat too (the default)")
+    ap.add_argument("--skip-dead", action=argparse.BooleanOptionalAction, default=None,
+                    help="with tau: skip the decode steps after every row stopped (CUDA-graph IF nodes; the default)")
     ap.add_argument("--vocab-parts", type=int, default=None, help="heads_select programs a head (9 on the GPU)")
     ap.add_argument("--bf16-dots", dest="bf16_dots", action="store_const", const=True, default=None,
                     help="with --bf16: the decoder's products on tensor cores (the default)")
@@ -203,6 +206,10 @@ def main() -> None:
     for arg in ("flat_decode", "flat_qkv"):
         if getattr(args, arg) is not None:
             setattr(gen, arg, getattr(args, arg))
+    if args.skip_dead is not None:
+        gen.skip_dead_steps = args.skip_dead
+    br = Branches.for_device(dev)
+    skip = gen.skip_dead_steps and (br.supported() or print(f"IF nodes unavailable: {br.reason}"))
     if args.f64_ops is not None:
         gen.f64_ops = frozenset(args.f64_ops.split(","))
     if args.prefill_attention_block is not None:
@@ -243,7 +250,7 @@ def main() -> None:
           f"{gen.prefill_key_block}/{gen.large_decode_key_block} flat decode {gen.flat_decode} (qkv {gen.flat_qkv}) "
           f"prefill merge rows {gen.prefill_merge_rows} "
           f"mlp block / k {gen.prefill_mlp_block}/{gen.prefill_mlp_block_k} decode programs {gen.decode_programs} "
-          f"pdl {pdl_wanted(v1)}")
+          f"pdl {pdl_wanted(v1)} skip dead steps {bool(skip)}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

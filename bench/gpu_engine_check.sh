@@ -57,7 +57,7 @@ cd /tmp
 # Triton compiles every kernel variant on first use: the full kernel test folder needs several minutes there,
 # so by default only the engine's GPU tests and the model-level parity run (T_TESTS=N adds the kernel tests).
 [ "${T_TESTS:-0}" != 0 ] && timeout "${T_TESTS}" python3 -m pytest -q -x "$REPO/tests/kernels" -p no:cacheprovider > "$OUT/tests.log" 2>&1; tail -5 "$OUT/tests.log" 2>/dev/null
-[ "${T_ENGINE:-200}" != 0 ] && timeout "${T_ENGINE:-200}" python3 -m pytest -q -rf $XDIST "$REPO/tests/test_engine.py" "$REPO/tests/test_backend_triton.py" -k "${ENGINE_K:-gpu or triton_backend or f64 or bf16_engine}" -p no:cacheprovider > "$OUT/engine_tests.log" 2>&1; tail -5 "$OUT/engine_tests.log" 2>/dev/null
+[ "${T_ENGINE:-200}" != 0 ] && timeout "${T_ENGINE:-200}" python3 -m pytest -q -rf $XDIST "$REPO/tests/test_engine.py" "$REPO/tests/test_backend_triton.py" "$REPO/tests/test_branches.py" -k "${ENGINE_K:-gpu or triton_backend or f64 or bf16_engine or layout or clear_error}" -p no:cacheprovider > "$OUT/engine_tests.log" 2>&1; tail -5 "$OUT/engine_tests.log" 2>/dev/null
 [ "${T_PARITY:-300}" != 0 ] && timeout "${T_PARITY:-300}" python3 -m pytest -q -rf $XDIST "$REPO/tests/test_parity.py" -k "cuda-triton" -p no:cacheprovider > "$OUT/parity.log" 2>&1; tail -8 "$OUT/parity.log" 2>/dev/null
 cd "$REPO"
 wait  # the background SPLITS compiles end before anything is timed

@@ -80,3 +80,17 @@ def pdl_wanted(t: torch.Tensor) -> int:
 def pdl_options(mode: int) -> dict:
     """Launch keyword arguments for a kernel taking ``GDC``: ``GDC=mode`` and, when on, ``launch_pdl=True``."""
     return {"GDC": mode, "launch_pdl": True} if mode else {"GDC": 0}
+
+
+@triton.jit
+def _increment_kernel(p, GDC: tl.constexpr):
+    gdc_enter(GDC)  # first: see above
+    tl.store(p, tl.load(p) + 1)
+
+
+def pdl_increment(t: torch.Tensor) -> None:
+    """Add 1 to ``t[0]`` (int32, CUDA) with a kernel launched as the engine launches its kernels (PDL where it is
+    on). For checks of how PDL launches combine with other graph nodes (engine/branches.py)."""
+    if t.dtype != torch.int32 or not t.is_cuda:
+        raise ValueError(f"t: expected an int32 CUDA tensor, got {t.dtype} on {t.device}")
+    _increment_kernel[(1,)](t, **pdl_options(pdl_wanted(t)), num_warps=1)

@@ -5,11 +5,13 @@ then ``ceil(M/K)`` selection steps (heads_select) with a K-token decode feed (4 
 frame_finish. Every step is launched; rows that finished (independent semantics) or batches that finished
 (upstream semantics) make the kernels return at once, so a whole call has no host synchronisation and is
 captured as one CUDA graph per (rows, budgets, tau or not, cache bound) shape. The only sync is at the end,
-to read the frame lengths.
+to read the frame lengths. With task-loss stopping, a captured call nests each decode step in a CUDA-graph IF
+node on its alive flags (branches.py), so the steps after every row stopped are skipped on the device.
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable
 
@@ -20,6 +22,7 @@ from triton_autogaze.kernels._products import f64_products_wanted
 
 from ..config import AutoGazeConfig
 from ..reference.generate import FrameResult, GenerationOutput
+from .branches import Branches
 from .ops import ops_for
 from .plan import CallPlan, make_plan
 from .workspace import CallBuffers, PackedWeights, Workspace
@@ -198,6 +201,12 @@ class TritonGenerator:
         # AUTOGAZE_F64_DOTS=0 keeps the FMA products.
         self.f64_dots = f64
         self.f64_ops: frozenset[str] | None = None  # with f64_dots: only these ops (qkv, attention, gate_up, down)
+        # Captured calls with task-loss stopping put each decode step of a frame in an IF node of the previous
+        # step's body that runs only while some row is alive (engine/branches.py), so the steps after every row
+        # stopped are skipped instead of launched to return at once. Exact: nothing reads a skipped step's state.
+        # Off, or where the driver lacks conditional nodes, every step is launched (bench/engine_gpu.py
+        # --no-skip-dead).
+        self.skip_dead_steps = True
         self._pool: dict[tuple, list[Workspace]] = {}
 
     # ----- public API ---------------------------------------------------------------------------------------
@@ -367,9 +376,13 @@ class TritonGenerator:
             return
         g = ws.graphs.get((key, id(bufs)))
         if g is None and (key, id(bufs)) in ws.seen:
+            branches = None
+            if has_tau and self.skip_dead_steps:
+                branches = Branches.for_device(self.device)
+                branches = branches if branches.supported() else None
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g):
-                self._launch(ws, bufs, plan, upstream, has_tau, frames)
+                self._launch(ws, bufs, plan, upstream, has_tau, frames, branches)
             ws.graphs[(key, id(bufs))] = g
         if g is None:
             ws.seen.add((key, id(bufs)))  # first time: run eagerly (compiles every kernel variant)
@@ -378,8 +391,9 @@ class TritonGenerator:
             g.replay()
 
     def _launch(self, ws: Workspace, bufs: CallBuffers, plan: CallPlan, upstream: bool, has_tau: bool,
-                frames: range):
-        """Enqueue every kernel of the call's ``frames`` (no host sync)."""
+                frames: range, branches: Branches | None = None):
+        """Enqueue every kernel of the call's ``frames`` (no host sync). With ``branches`` (inside a capture),
+        decode step s > 0 of a frame and the steps after it form the body of an IF node on ``alive[s]``."""
         ops, w, K, N, S = self.ops, self.w, self.K, self.N, ws.S
         eos, eps = self.eos, self.eps
         for t in frames:
@@ -391,17 +405,20 @@ class TritonGenerator:
             self._decoder(ws, S, ws.pre_qoff, 0, ws.pre_jmin, ws.pos, ws.alive[0], pre_end, ws.att_prefill,
                           ws.prefill_block, self.prefill_split_k, upstream,
                           self.prefill_chunk(ws.rows, S, ws.att_prefill.bq, pre_end), True)
-            for s in range(fp.steps):
-                if s > 0:
-                    key_end = pre_end + K * s
-                    self._decoder(ws, K, ws.fstart, K * (s - 1), ws.zeros, ws.dpos, ws.alive[s], key_end,
-                                  ws.att_decode, ws.decode_block, self.decode_split_k, upstream,
-                                  self.decode_chunk(ws.rows, key_end), False)
-                ops.heads_select(ws.hB, None, w.norm, w.lm_head, w.tl_head, ws.alive[s], ws.alive[s + 1],
-                                 bufs.tau[t] if has_tau else None, ws.select, ws.ban, w.embed, ws.x, ws.chunk_ids,
-                                 ws.chunk_n, bufs.ids[t], bufs.conf[t], bufs.lens[t],
-                                 S - 1 if s == 0 else K - 1, s, fp.step_n(s, K), eps, eos, upstream,
-                                 num_warps=self.select_warps, vocab_parts=self.select_vocab_parts)
+            with contextlib.ExitStack() as steps:  # closes the step bodies, innermost first
+                for s in range(fp.steps):
+                    if s > 0:
+                        if branches is not None:
+                            steps.enter_context(branches.if_any(ws.alive[s]))
+                        key_end = pre_end + K * s
+                        self._decoder(ws, K, ws.fstart, K * (s - 1), ws.zeros, ws.dpos, ws.alive[s], key_end,
+                                      ws.att_decode, ws.decode_block, self.decode_split_k, upstream,
+                                      self.decode_chunk(ws.rows, key_end), False)
+                    ops.heads_select(ws.hB, None, w.norm, w.lm_head, w.tl_head, ws.alive[s], ws.alive[s + 1],
+                                     bufs.tau[t] if has_tau else None, ws.select, ws.ban, w.embed, ws.x, ws.chunk_ids,
+                                     ws.chunk_n, bufs.ids[t], bufs.conf[t], bufs.lens[t],
+                                     S - 1 if s == 0 else K - 1, s, fp.step_n(s, K), eps, eos, upstream,
+                                     num_warps=self.select_warps, vocab_parts=self.select_vocab_parts)
             ops.frame_finish(bufs.ids[t], bufs.lens[t], ws.chunk_n, ws.fstart, ws.clen, ws.ccount, ws.keymask, eos)
 
     def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, split,
