@@ -135,6 +135,8 @@ def main() -> None:
     ap.add_argument("--max-programs", type=int, default=None,
                     help="attention chunks double while a launch exceeds this many programs "
                     "(fp32 1600, bf16 600; 0 off)")
+    ap.add_argument("--prefill-max-programs", type=int, default=None,
+                    help="the same rule's limit for prefill launches (fp32 on fp64 products 200; 0: --max-programs)")
     ap.add_argument("--decode-programs", type=int, default=None,
                     help="programs a short-cache decode attention launch may take before its chunk grows (128)")
     ap.add_argument("--max-chunk", type=int, default=None, help="largest chunk of that rule (fp32 1024, bf16 2048)")
@@ -206,6 +208,8 @@ def main() -> None:
     for arg in ("flat_decode", "flat_qkv"):
         if getattr(args, arg) is not None:
             setattr(gen, arg, getattr(args, arg))
+    if args.prefill_max_programs is not None:
+        gen.prefill_max_programs = args.prefill_max_programs or None
     if args.skip_dead is not None:
         gen.skip_dead_steps = args.skip_dead
     br = Branches.for_device(dev)
@@ -245,7 +249,7 @@ def main() -> None:
           f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} "
           f"linear warps {gen.linear_warps}/{gen.prefill_linear_warps} "
           f"vocab parts {gen.select_vocab_parts} bf16 dots {gen.bf16_dots} f64 dots {gen.f64_dots} "
-          f"max programs {gen.max_programs} "
+          f"max programs {gen.max_programs} (prefill {gen.prefill_max_programs}) "
           f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "
           f"{gen.prefill_key_block}/{gen.large_decode_key_block} flat decode {gen.flat_decode} (qkv {gen.flat_qkv}) "
           f"prefill merge rows {gen.prefill_merge_rows} "

@@ -1,6 +1,6 @@
 """Per-kernel GPU time of one engine call (16-frame 224px clip, full budget), eager launches, CUDA profiler.
 
-    python bench/engine_profile.py [--rows 1 8] [--bf16] [--phases] [--no-flat-decode]
+    python bench/engine_profile.py [--rows 1 8] [--bf16] [--phases] [--no-flat-decode] [--tau -2]
 
 Prints, per row count, a table of kernel name, launches, total and mean GPU time, and the sum of kernel
 time against the graph-replay wall time of the same call (their gap is launch/idle time). ``--phases`` adds
@@ -24,17 +24,18 @@ from triton_autogaze.engine import TritonGenerator  # noqa: E402
 from triton_autogaze.reference.generate import frame_budget  # noqa: E402
 
 
-def profile_rows(w, cfg, v, rows: int, dtype, flat: bool = True) -> None:
+def profile_rows(w, cfg, v, rows: int, dtype, flat: bool = True, tau: float | None = None) -> None:
     vb = v.expand(rows, *v.shape[1:]).contiguous()
+    taut = None if tau is None else torch.full(vb.shape[:2], tau, device=vb.device)
     budgets = [frame_budget(0.75, cfg.num_vision_tokens_each_frame)] * v.shape[1]
     sem = "upstream" if rows == 1 else "independent"
     gen = TritonGenerator(w, cfg, dtype=dtype, use_cuda_graph=False)
     gen.flat_decode = flat
-    out, st = gen.run(vb, budgets, None, sem)
+    out, st = gen.run(vb, budgets, taut, sem)
     del st
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as p:
-        out, st = gen.run(vb, budgets, None, sem)
+        out, st = gen.run(vb, budgets, taut, sem)
         torch.cuda.synchronize()
     del st
     agg = defaultdict(lambda: [0, 0.0])
@@ -50,10 +51,10 @@ def profile_rows(w, cfg, v, rows: int, dtype, flat: bool = True) -> None:
     for i in range(6):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        out, st = gg.run(vb, budgets, None, sem)
+        out, st = gg.run(vb, budgets, taut, sem)
         times.append((time.perf_counter() - t0) * 1e3)
         del st
-    print(f"\n== rows {rows} ({sem}) dtype {dtype}{'' if flat else ' per-row decode programs'}: kernel sum {total / 1e3:.1f} ms, graph wall "
+    print(f"\n== rows {rows} ({sem}) tau {tau} dtype {dtype}{'' if flat else ' per-row decode programs'}: kernel sum {total / 1e3:.1f} ms, graph wall "
           f"{statistics.median(times[2:]):.1f} ms")
     print(f"{'kernel':44s} {'calls':>6s} {'total ms':>9s} {'mean us':>8s}")
     for name, (n, us) in sorted(agg.items(), key=lambda kv: -kv[1][1])[:14]:
@@ -64,7 +65,7 @@ OPS = ("frame_setup", "rmsnorm_qkv_rope", "attention", "residual_norm", "mlp_gat
        "frame_finish")
 
 
-def phase_times(gen, vb, budgets, sem, event=None) -> dict:
+def phase_times(gen, vb, budgets, sem, event=None, tau=None) -> dict:
     """{(phase, op): [launches, us]} of one eager call: CUDA events around every launch; a decoder kernel's phase
     is "prefill" when it runs over the workspace's S slots, else "decode"."""
     event = event or (lambda: torch.cuda.Event(enable_timing=True))
@@ -92,7 +93,7 @@ def phase_times(gen, vb, budgets, sem, event=None) -> dict:
 
     gen._decoder = decoder
     try:
-        out, st = gen.run(vb, budgets, None, sem)
+        out, st = gen.run(vb, budgets, tau, sem)
         del st
     finally:
         gen.ops, gen._decoder = base_ops, base_decoder
@@ -116,6 +117,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--tau", type=float, default=None, help="task-loss stopping at this threshold (default: none)")
     ap.add_argument("--phases", action="store_true", help="also split the time by phase (events per launch)")
     ap.add_argument("--flat-decode", action=argparse.BooleanOptionalAction, default=True,
                     help="decode feeds' row-wise programs of 16 tokens across rows (the engine's default)")
@@ -125,13 +127,14 @@ def main() -> None:
     v = clip_vision(fx, w, cfg, "cuda")
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     for r in args.rows:
-        profile_rows(w, cfg, v, r, dtype, args.flat_decode)
+        profile_rows(w, cfg, v, r, dtype, args.flat_decode, args.tau)
         if args.phases:
             vb = v.expand(r, *v.shape[1:]).contiguous()
             budgets = [frame_budget(0.75, cfg.num_vision_tokens_each_frame)] * v.shape[1]
             gen = TritonGenerator(w, cfg, dtype=dtype, use_cuda_graph=False)
             gen.flat_decode = args.flat_decode
-            print_phases(phase_times(gen, vb, budgets, "upstream" if r == 1 else "independent"))
+            taut = None if args.tau is None else torch.full(vb.shape[:2], args.tau, device=vb.device)
+            print_phases(phase_times(gen, vb, budgets, "upstream" if r == 1 else "independent", tau=taut))
 
 
 if __name__ == "__main__":

@@ -322,6 +322,10 @@ def test_large_launches_take_larger_chunks(model):
     assert g.decode_chunk(8, 3600) == 256  # 8 x 6 x 15 = 720 programs
     assert g.prefill_chunk(1, 206, 64, 3600) == 256  # 24 query blocks x 15 splits
     assert g.prefill_chunk(45, 206, 64, 1000) == 1024  # 1080 query blocks: capped at max_chunk
+    g.prefill_max_programs = 200  # prefill launches' own limit (fp64 products on the GPU)
+    assert [g.prefill_chunk(1, 206, 32, k) for k in (600, 1000, 1800, 3600)] == [256, 256, 512, 1024]
+    assert g.decode_chunk(1, 3600) == 256  # decode launches keep max_programs
+    g.prefill_max_programs = None
     g.max_programs = 0
     assert g.decode_chunk(45, 3600) == g.prefill_chunk(45, 206, 64, 3600) == 256
 

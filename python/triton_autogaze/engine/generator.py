@@ -150,6 +150,11 @@ class TritonGenerator:
         self.max_programs = 0 if interp else (600 if bf16 else (400 if f64 else 1600))
         # bf16 to 2048: 45 rows 193 -> 179 ms (prefill at 3600 keys 549 -> 426 us a launch)
         self.max_chunk = 2048 if bf16 else 1024
+        # The same rule's limit for prefill launches (None: max_programs). fp64 products, one row (42 query blocks
+        # of 32): 200 takes chunk 512 from 1200 keys and 1024 from 2600 (H100, a launch at 1800 keys 37.7 -> 30.6
+        # us, 3600 keys 50.8 -> 47.8; bench/attention_micro.py, RESULTS.md fifteenth pass); 8 and 45 rows take the
+        # same splits either way.
+        self.prefill_max_programs: int | None = 200 if f64 and not interp else None
         # Key blocks where 128 measured faster than key_block (None: key_block): fp32 prefill (one clip 63.1 ->
         # 61.8 ms; 45 rows 711 -> 661, a prefill launch at 3600 keys 3066 -> 2094 us) and bf16 decode launches of
         # large_chunk keys a split or more (45 rows 213 -> 193 ms; 68 -> 58 us a launch). fp32 decode (247 -> 264
@@ -309,7 +314,8 @@ class TritonGenerator:
 
     def prefill_chunk(self, B: int, n: int, block: int, key_end: int) -> int:
         """Keys per attention split of a prefill feed of ``n`` slots in ``block``-query programs (see __init__)."""
-        return self._large_launch_chunk(B * self.cfg.decoder.num_attention_heads * -(-n // block), key_end)
+        return self._large_launch_chunk(B * self.cfg.decoder.num_attention_heads * -(-n // block), key_end,
+                                        self.prefill_max_programs)
 
     def key_block_for(self, chunk: int, prefill: bool) -> int:
         """Keys an attention program takes per inner step in a launch of ``chunk``-key splits (see __init__)."""
@@ -331,9 +337,10 @@ class TritonGenerator:
             many = products == "bf16" and programs > self.sms
         return self.oproj_block_many if self.oproj_block_many and many else None
 
-    def _large_launch_chunk(self, blocks: int, key_end: int) -> int:
+    def _large_launch_chunk(self, blocks: int, key_end: int, limit: int | None = None) -> int:
+        limit = self.max_programs if limit is None else limit
         c = self.chunk
-        while self.max_programs and c < self.max_chunk and blocks * -(-key_end // c) > self.max_programs:
+        while limit and c < self.max_chunk and blocks * -(-key_end // c) > limit:
             c *= 2
         return c
 
