@@ -234,12 +234,14 @@ class AutoGazePipeline:
             return self.packed_tiles(frames[a:b], grid)(range(1))
 
         g = self.model._generate_fed(video_of, 1, budgets, tau, "independent", chunk)
-        return self.assemble(grid, [f.ids for f in g.out.frames], [f.confidence for f in g.out.frames], opts)
+        return self.assemble(grid, [f.ids for f in g.out.frames], [f.confidence for f in g.out.frames], opts,
+                             tau=tau)
 
     def _gaze_tiles(self, tiles_of, grid: TileGrid, T: int, opts: GazeOptions, past: list[tuple] | None = None):
         """Every tile batch of T frames through the model, each batch carrying on from its (engine state, conv
         cache) in ``past`` (None: a fresh clip). Returns the per-frame ids [num_tiles, L_t] and confidences laid
-        out as one independent-semantics call over all tiles would give them, and each batch's caches.
+        out as one independent-semantics call over all tiles would give them, each batch's caches, and the
+        thresholds tensor [num_tiles, T] (or None) the calls used.
 
         The engine's per-frame ids go straight to one assembly: no per-batch trace is built and split again."""
         n, step = grid.num_tiles, opts.tile_batch_size
@@ -255,23 +257,24 @@ class AutoGazePipeline:
             caches.append((g.state, g.conv_cache))
             ids_parts.append([f.ids for f in g.out.frames])
             conf_parts.append([f.confidence for f in g.out.frames])
-        return merge_tiles(self.model.config.eos_id, ids_parts), merge_tiles(0.0, conf_parts), caches
+        return merge_tiles(self.model.config.eos_id, ids_parts), merge_tiles(0.0, conf_parts), caches, tau
 
     def _run(self, tiles_of, grid: TileGrid, T: int, opts: GazeOptions) -> GazeTrace:
-        ids, conf, _ = self._gaze_tiles(tiles_of, grid, T, opts)
-        return self.assemble(grid, ids, conf, opts)
+        ids, conf, _, tau = self._gaze_tiles(tiles_of, grid, T, opts)
+        return self.assemble(grid, ids, conf, opts, tau=tau)
 
     def assemble(self, grid: TileGrid, frame_ids: list[torch.Tensor], confidence: list[torch.Tensor],
-                 opts: GazeOptions, start_frame: int = 0) -> GazeTrace:
-        """Per-frame tile ids [num_tiles, L_t] (pads = EOS) and confidences -> the pipeline's GazeTrace."""
+                 opts: GazeOptions, start_frame: int = 0, tau: torch.Tensor | None = None) -> GazeTrace:
+        """Per-frame tile ids [num_tiles, L_t] (pads = EOS) and confidences -> the pipeline's GazeTrace.
+        tau: the thresholds tensor [num_tiles, T] the generation used (None: built from ``opts``)."""
         cfg = self.model.config
         rec = assemble_record(cfg, frame_ids)
-        tau = _tau(opts)
-        tau = None if tau is None else thresholds(tau, grid.num_tiles, len(frame_ids), self.device)
+        if tau is None and _tau(opts) is not None:
+            tau = thresholds(_tau(opts), grid.num_tiles, len(frame_ids), self.device)
         return GazeTrace(
             gazing_pos=rec["gazing_pos"], if_padded_gazing=rec["if_padded_gazing"],
             num_gazing_each_frame=rec["num_gazing_each_frame"], gazing_mask=rec["gazing_mask"],
-            confidence=torch.cat(confidence, dim=1), grid_sizes=cfg.grid_sizes, scale_offsets=cfg.scale_offsets,
+            confidence=confidence[0] if len(confidence) == 1 else torch.cat(confidence, dim=1), grid_sizes=cfg.grid_sizes, scale_offsets=cfg.scale_offsets,
             num_vision_tokens=cfg.num_vision_tokens_each_frame, task_loss_requirement=tau,
             scale_masks=stitch_masks(rec["gazing_mask"], grid), tiling=grid, start_frame=start_frame)
 
@@ -353,8 +356,8 @@ class GazeStream:
         grid = p.plan(int(H), int(W), self.options.mode)
         tiles_of = p.packed_tiles(pixels, grid) if kind == "packed" else p.normalised_tiles(pixels, grid)
         opts = self.options.for_frames(self._t, self._t + 1)
-        ids, conf, past = p._gaze_tiles(tiles_of, grid, 1, opts, self._past)
-        trace = p.assemble(grid, ids, conf, opts, start_frame=self.frames_seen)
+        ids, conf, past, tau = p._gaze_tiles(tiles_of, grid, 1, opts, self._past)
+        trace = p.assemble(grid, ids, conf, opts, start_frame=self.frames_seen, tau=tau)
         self.frames_seen += 1
         self._t += 1
         self._past = past
