@@ -32,6 +32,13 @@ def test_if_any_before_the_check_is_a_clear_error():
             pass
 
 
+@pytest.mark.skipif(CUDA, reason="checks the fallback on a machine without a GPU")
+def test_without_a_gpu_branches_are_unsupported_with_a_reason():
+    b = br.Branches(torch.device("cuda", 0))
+    assert b.supported() is False and b.reason  # no crash: the engine then launches every step
+    assert b.supported() is False  # the answer is kept
+
+
 @needs_gpu
 def test_gpu_nested_bodies_follow_their_flags():
     b = br.Branches(torch.device("cuda", torch.cuda.current_device()))  # a fresh instance: runs the check again
