@@ -54,8 +54,8 @@ def profile_rows(w, cfg, v, rows: int, dtype, flat: bool = True, tau: float | No
         out, st = gg.run(vb, budgets, taut, sem)
         times.append((time.perf_counter() - t0) * 1e3)
         del st
-    print(f"\n== rows {rows} ({sem}) tau {tau} dtype {dtype}{'' if flat else ' per-row decode programs'}: kernel sum {total / 1e3:.1f} ms, graph wall "
-          f"{statistics.median(times[2:]):.1f} ms")
+    print(f"\n== rows {rows} ({sem}) tau {tau} dtype {dtype}{'' if flat else ' per-row decode programs'}: "
+          f"kernel sum {total / 1e3:.1f} ms, graph wall {statistics.median(times[2:]):.1f} ms")
     print(f"{'kernel':44s} {'calls':>6s} {'total ms':>9s} {'mean us':>8s}")
     for name, (n, us) in sorted(agg.items(), key=lambda kv: -kv[1][1])[:14]:
         print(f"{name[:44]:44s} {n:6d} {us / 1e3:9.2f} {us / n:8.1f}")
