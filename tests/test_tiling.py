@@ -144,3 +144,16 @@ def test_resize_canvas_float():
     v448 = torch.randn(1, 3, 448, 448)
     assert resize_canvas_float(v448, g448) is v448  # already a whole grid: identity
     assert math.prod(g.tiles) == 2
+
+
+@pytest.mark.parametrize("size,mode", [((224, 224), "resize-224"), ((100, 120), "tiled-full-resolution")])
+def test_stitch_one_tile_equals_the_tile_grid(size, mode):
+    """One tile (streaming's resize-224) takes a shorter path; a cropped single tile keeps the general one."""
+    g = plan_tiles(*size, mode)
+    assert g.num_tiles == 1
+    gen = torch.Generator().manual_seed(1)
+    masks = [(torch.rand(1, 3, n * n, generator=gen) > 0.5).float() for n in GRIDS]
+    for s, (out, m) in enumerate(zip(stitch_masks(masks, g), masks)):
+        R, C = g.stitched_shape(s)
+        want = m[0].reshape(3, GRIDS[s], GRIDS[s])[:, :R, :C] > 0
+        assert out.dtype == torch.bool and out.is_contiguous() and torch.equal(out, want)
