@@ -212,8 +212,10 @@ def main() -> None:
         gen.prefill_max_programs = args.prefill_max_programs or None
     if args.skip_dead is not None:
         gen.skip_dead_steps = args.skip_dead
-    br = Branches.for_device(dev)
-    skip = gen.skip_dead_steps and (br.supported() or print(f"IF nodes unavailable: {br.reason}"))
+    skip = gen.skip_dead_steps
+    if skip and not Branches.for_device(dev).supported():
+        print(f"IF nodes unavailable: {Branches.for_device(dev).reason}")
+        skip = False
     if args.f64_ops is not None:
         gen.f64_ops = frozenset(args.f64_ops.split(","))
     if args.prefill_attention_block is not None:
@@ -254,7 +256,7 @@ def main() -> None:
           f"{gen.prefill_key_block}/{gen.large_decode_key_block} flat decode {gen.flat_decode} (qkv {gen.flat_qkv}) "
           f"prefill merge rows {gen.prefill_merge_rows} "
           f"mlp block / k {gen.prefill_mlp_block}/{gen.prefill_mlp_block_k} decode programs {gen.decode_programs} "
-          f"pdl {pdl_wanted(v1)} skip dead steps {bool(skip)}")
+          f"pdl {pdl_wanted(v1)} skip dead steps {skip}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

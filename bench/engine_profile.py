@@ -24,9 +24,14 @@ from triton_autogaze.engine import TritonGenerator  # noqa: E402
 from triton_autogaze.reference.generate import frame_budget  # noqa: E402
 
 
+def thresholds(vb: torch.Tensor, tau: float | None) -> torch.Tensor | None:
+    """The engine's tau [B, T] for vision [B, T, N, C] at one threshold (None: no stopping)."""
+    return None if tau is None else torch.full(vb.shape[:2], tau, device=vb.device)
+
+
 def profile_rows(w, cfg, v, rows: int, dtype, flat: bool = True, tau: float | None = None) -> None:
     vb = v.expand(rows, *v.shape[1:]).contiguous()
-    taut = None if tau is None else torch.full(vb.shape[:2], tau, device=vb.device)
+    taut = thresholds(vb, tau)
     budgets = [frame_budget(0.75, cfg.num_vision_tokens_each_frame)] * v.shape[1]
     sem = "upstream" if rows == 1 else "independent"
     gen = TritonGenerator(w, cfg, dtype=dtype, use_cuda_graph=False)
@@ -65,7 +70,7 @@ OPS = ("frame_setup", "rmsnorm_qkv_rope", "attention", "residual_norm", "mlp_gat
        "frame_finish")
 
 
-def phase_times(gen, vb, budgets, sem, event=None, tau=None) -> dict:
+def phase_times(gen, vb, budgets, sem, event=None, tau: float | None = None) -> dict:
     """{(phase, op): [launches, us]} of one eager call: CUDA events around every launch; a decoder kernel's phase
     is "prefill" when it runs over the workspace's S slots, else "decode"."""
     event = event or (lambda: torch.cuda.Event(enable_timing=True))
@@ -93,7 +98,7 @@ def phase_times(gen, vb, budgets, sem, event=None, tau=None) -> dict:
 
     gen._decoder = decoder
     try:
-        out, st = gen.run(vb, budgets, tau, sem)
+        out, st = gen.run(vb, budgets, thresholds(vb, tau), sem)
         del st
     finally:
         gen.ops, gen._decoder = base_ops, base_decoder
@@ -133,8 +138,7 @@ def main() -> None:
             budgets = [frame_budget(0.75, cfg.num_vision_tokens_each_frame)] * v.shape[1]
             gen = TritonGenerator(w, cfg, dtype=dtype, use_cuda_graph=False)
             gen.flat_decode = args.flat_decode
-            taut = None if args.tau is None else torch.full(vb.shape[:2], args.tau, device=vb.device)
-            print_phases(phase_times(gen, vb, budgets, "upstream" if r == 1 else "independent", tau=taut))
+            print_phases(phase_times(gen, vb, budgets, "upstream" if r == 1 else "independent", tau=args.tau))
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def test_resize_canvas_float():
 
 @pytest.mark.parametrize("size,mode", [((224, 224), "resize-224"), ((100, 120), "tiled-full-resolution")])
 def test_stitch_one_tile_equals_the_tile_grid(size, mode):
-    """One tile (streaming's resize-224) takes a shorter path; a cropped single tile keeps the general one."""
+    """One tile (streaming's resize-224), whole or cropped (full resolution of a small frame): its own grid."""
     g = plan_tiles(*size, mode)
     assert g.num_tiles == 1
     gen = torch.Generator().manual_seed(1)

@@ -271,11 +271,10 @@ class AutoGazePipeline:
         rec = assemble_record(cfg, frame_ids)
         if tau is None and _tau(opts) is not None:
             tau = thresholds(_tau(opts), grid.num_tiles, len(frame_ids), self.device)
-        conf = confidence[0] if len(confidence) == 1 else torch.cat(confidence, dim=1)
         return GazeTrace(
             gazing_pos=rec["gazing_pos"], if_padded_gazing=rec["if_padded_gazing"],
             num_gazing_each_frame=rec["num_gazing_each_frame"], gazing_mask=rec["gazing_mask"],
-            confidence=conf, grid_sizes=cfg.grid_sizes, scale_offsets=cfg.scale_offsets,
+            confidence=torch.cat(confidence, dim=1), grid_sizes=cfg.grid_sizes, scale_offsets=cfg.scale_offsets,
             num_vision_tokens=cfg.num_vision_tokens_each_frame, task_loss_requirement=tau,
             scale_masks=stitch_masks(rec["gazing_mask"], grid), tiling=grid, start_frame=start_frame)
 

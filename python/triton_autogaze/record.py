@@ -17,11 +17,8 @@ def assemble_record(cfg: AutoGazeConfig, frame_ids: list[torch.Tensor]) -> dict[
     B = frame_ids[0].shape[0]
     dev = frame_ids[0].device
     T = len(frame_ids)
-    if T == 1:  # a streamed frame: one small op fewer each (each costs host time on a GPU)
-        pos, padded = frame_ids[0].clone(), frame_ids[0] == eos
-    else:
-        pos = torch.cat([ids + nv * t for t, ids in enumerate(frame_ids)], dim=1)
-        padded = torch.cat([ids == eos for ids in frame_ids], dim=1)
+    pos = torch.cat([ids + nv * t for t, ids in enumerate(frame_ids)], dim=1)
+    padded = torch.cat([ids == eos for ids in frame_ids], dim=1)
     lengths = torch.tensor([ids.shape[1] for ids in frame_ids], dtype=torch.long, device=dev)
     dense = torch.zeros(B, T, nv + 1, dtype=torch.float32, device=dev)
     for t, ids in enumerate(frame_ids):

@@ -220,10 +220,7 @@ def stitch_masks(tile_masks: Sequence[torch.Tensor], grid: TileGrid) -> tuple[to
         if m.dim() != 3 or m.shape[0] != nh * nw or m.shape[2] != g * g:
             raise ValueError(f"tile_masks[{s}]: expected [{nh * nw}, T, {g * g}], got {tuple(m.shape)}")
         T = m.shape[1]
-        R, C = grid.stitched_shape(s)
-        if nh * nw == 1 and (R, C) == (g, g):  # one whole tile (resize-224, streaming): fewer host-side calls
-            out.append(m.reshape(T, g, g) > 0)
-            continue
         full = m.reshape(nh, nw, T, g, g).permute(2, 0, 3, 1, 4).reshape(T, nh * g, nw * g)  # [T, rows, cols]
+        R, C = grid.stitched_shape(s)
         out.append((full[:, :R, :C] > 0).contiguous())
     return tuple(out)
