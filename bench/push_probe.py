@@ -1,11 +1,13 @@
 """Where a streamed 224 px push's time goes (GPU): ``GazeStream.push`` of random frames, whole and in parts.
 
-    python bench/push_probe.py [--frames 16] [--tau 0.7 none] [--bf16] [--profile]
+    python bench/push_probe.py [--frames 16] [--tau 0.7 none] [--bf16] [--profile] [--gpu-time]
 
 Per threshold: ms a push over 5 rounds of ``--frames`` pushes (sorted), then the pipeline's parts of a push
 (``packed`` upload, ``plan``, ``packed_tiles`` resize, ``_gaze_tiles`` encode + engine + its sync, ``assemble``
 the trace), each timed with a device sync before and after (so the parts add up to more than a push); with
-``--profile`` the host functions that take the most time (cProfile over two rounds).
+``--profile`` the host functions that take the most time (cProfile over two rounds); with ``--gpu-time`` the
+device's busy time a push (kernels and copies summed by the torch profiler: what a push could shrink to if
+the host kept ahead of the device).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main() -> None:
     ap.add_argument("--tau", nargs="+", default=["0.7", "none"], help="task-loss thresholds ('none': full budget)")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--gpu-time", action="store_true", help="also the device's busy time a push (torch profiler)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
@@ -82,7 +85,15 @@ def main() -> None:
             pr.disable()
             out = io.StringIO()
             pstats.Stats(pr, stream=out).sort_stats("tottime").print_stats(20)
+            pstats.Stats(pr, stream=out).sort_stats("cumulative").print_stats(40)
             print(out.getvalue())
+        if args.gpu_time:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                run()
+            busy = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3 / len(frames)
+            print(f"  device busy {busy:.3f} ms a push (kernels and copies, summed)")
 
 
 if __name__ == "__main__":

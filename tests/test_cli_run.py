@@ -105,7 +105,7 @@ def test_help_lists_every_flag_with_default(capsys):
                  "--gif-width", "--perf-summary", "--no-progress"):
         assert flag in out, flag
     for default in ("(default: demo)", "(default: resize-224)", "(default: full-blend)", "(default: 12)",
-                    "(default: 0.55)", "(default: 0.75)", "(default: 8)", "(default: 16)", "(default: auto)",
+                    "(default: 0.55)", "(default: 0.75)", "(default: 16)", "(default: auto)",
                     "(default: None)", "(default: 480)", "(default: False)"):
         assert default in text, default
     code, out, _ = run(capsys, "--help")

@@ -119,6 +119,33 @@ def test_tile_batches_bound_model_calls(pipe, monkeypatch):
     assert sizes == [4, 4, 4, 3]
 
 
+def test_default_tile_batch_is_automatic(pipe, monkeypatch):
+    """tile_batch_size=None (the default) takes AutoGazePipeline.auto_tile_batch: 8 tiles a call on the CPU; on a
+    GPU every tile up to AUTO_TILE_BATCH, fewer where a quarter of the memory holds fewer rows' caches."""
+    from triton_autogaze.pipeline import AUTO_TILE_BATCH
+
+    sizes = []
+    real = pipe.model._generate
+
+    def spy(video, *a, **kw):
+        sizes.append(video.shape[0])
+        return real(video, *a, **kw)
+
+    monkeypatch.setattr(pipe.model, "_generate", spy)
+    pipe.trace_rgba_clip(rgba(1, 460, 900), mode="tiled-full-resolution", gazing_ratio=0.01,
+                         task_loss_requirement=None)
+    expected = pipe.auto_tile_batch(15)
+    assert sizes == [expected] * (15 // expected) + ([15 % expected] if 15 % expected else [])
+    if pipe.device.type == "cpu":
+        assert expected == 8 and pipe.auto_tile_batch(3) == 3
+    else:
+        if torch.cuda.get_device_properties(pipe.device).total_memory >= 40 << 30:  # 64 rows' caches fit
+            assert pipe.auto_tile_batch(45) == 45 and pipe.auto_tile_batch(500) == AUTO_TILE_BATCH
+        small = type("Props", (), {"total_memory": 2 << 30})()
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: small)
+        assert 1 <= pipe.auto_tile_batch(45) < 45  # 2 GB: 512 MB of caches, ~46 MB a row at 16 frames
+
+
 def test_full_resolution_fixations_stay_in_the_frame(pipe):
     trace = pipe.trace_rgba_clip(rgba(1, 230, 250, seed=4), mode="tiled-full-resolution", **SMALL)
     fixations = trace.source_fixations()[0]

@@ -65,8 +65,9 @@ def add_run_parser(sub: Any) -> None:
                           "uses 0.7); when omitted every frame uses its full budget (default: %(default)s)")
     run.add_argument("--max-gaze-tokens-each-frame", type=_positive_int, default=None, metavar="N",
                      help="hard cap on gazes per frame and tile (default: %(default)s, no cap)")
-    run.add_argument("--tile-batch-size", type=_positive_int, default=8, metavar="N",
-                     help="tiles gazed together (bounds memory; never changes the gaze)")
+    run.add_argument("--tile-batch-size", type=_positive_int, default=None, metavar="N",
+                     help="tiles gazed together (bounds memory; never changes the gaze; default: every tile of a "
+                          "clip on a GPU, up to 64 and what its memory holds, 8 on the CPU)")
     run.add_argument("--frames-per-clip", type=_positive_int, default=16, metavar="N",
                      help="frames per clip (a fresh gaze context each clip); the model was trained on 16")
     run.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",

@@ -6,6 +6,7 @@ frames [B, T, 3, H, W] (normalised) -> vision encoder -> gaze decoder generation
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from .checkpoint import load_checkpoint, validate_weights
 from .config import AutoGazeConfig
 from .kernels._checks import interpreting
 from .precision import exact_fp32
-from .record import assemble_record
+from .record import record_of
 from .reference.decoder import Decoder
 from .reference.generate import GenerationOutput, TorchGenerator, frame_budget
 from .reference.vision import encode_video, resize_to_model
@@ -70,6 +71,11 @@ def ratios_per_frame(gazing_ratio: Any, T: int) -> list[float]:
 
 def thresholds(task_loss_requirement: Any, B: int, T: int, device: torch.device) -> torch.Tensor:
     """A float, one value per frame [T], or anything broadcastable to [B, T] -> finite fp32 [B, T]."""
+    if isinstance(task_loss_requirement, (int, float)) and not isinstance(task_loss_requirement, bool):
+        if not math.isfinite(task_loss_requirement):
+            raise ValueError("task_loss_requirement must be finite")
+        # one value: filled on the device (no host tensor, pinning or copy: a streamed push builds one a frame)
+        return torch.full((B, T), float(task_loss_requirement), dtype=torch.float32, device=device)
     tau = torch.as_tensor(task_loss_requirement, dtype=torch.float32).cpu()
     if tau.dim() == 1 and tau.numel() == T:
         tau = tau[None]  # one value per frame
@@ -276,12 +282,11 @@ class AutoGaze:
 
     def _trace(self, out: GenerationOutput, tau: torch.Tensor | None) -> GazeTrace:
         cfg = self.config
-        rec = assemble_record(cfg, [f.ids for f in out.frames])
-        conf = torch.cat([f.confidence for f in out.frames], dim=1)
+        rec = record_of(cfg, out)
         return GazeTrace(
             gazing_pos=rec["gazing_pos"], if_padded_gazing=rec["if_padded_gazing"],
             num_gazing_each_frame=rec["num_gazing_each_frame"], gazing_mask=rec["gazing_mask"],
-            confidence=conf, grid_sizes=cfg.grid_sizes, scale_offsets=cfg.scale_offsets,
+            confidence=rec["confidence"], grid_sizes=cfg.grid_sizes, scale_offsets=cfg.scale_offsets,
             num_vision_tokens=cfg.num_vision_tokens_each_frame, task_loss_requirement=tau,
         )
 

@@ -14,24 +14,29 @@ import torch
 
 from .config import PreprocessorConfig
 from .model import AutoGaze, check_video, thresholds
-from .record import assemble_record
+from .record import record_of
+from .reference.generate import FrameResult, GenerationOutput, PaddedFrames
 from .tiling import DEFAULT_MODE, TileGrid, affine_lut, check_mode, cut_tiles, plan_tiles, resize_canvas_float, \
-    resize_packed, stitch_masks
+    resize_packed
 from .trace import GazeTrace
 from .upload import HostUploader
+
+
+AUTO_TILE_BATCH = 64  # the largest tile batch tile_batch_size=None picks on a GPU (see auto_tile_batch)
 
 
 @dataclass(frozen=True)
 class GazeOptions:
     """How a clip is gazed. gazing_ratio: per-frame budget share of the 265 ids, a float or one per frame, in
     (0, 1]; task_loss_requirement: stop threshold (None: budget only); max_gaze_tokens_each_frame: hard cap per
-    tile and frame; tile_batch_size: tiles generated together (bounds memory, never changes a tile's gaze)."""
+    tile and frame; tile_batch_size: tiles generated together (bounds memory, never changes a tile's gaze; None:
+    :meth:`AutoGazePipeline.auto_tile_batch`)."""
 
     mode: str = DEFAULT_MODE
     gazing_ratio: float | tuple[float, ...] = 0.75
     task_loss_requirement: float | tuple[float, ...] | None = 0.7
     max_gaze_tokens_each_frame: int | None = None
-    tile_batch_size: int = 8
+    tile_batch_size: int | None = None
 
     def __post_init__(self):
         check_mode(self.mode)
@@ -40,8 +45,8 @@ class GazeOptions:
             if isinstance(v, (list, np.ndarray)) or torch.is_tensor(v):
                 object.__setattr__(self, name, tuple(float(x) for x in (v.tolist() if hasattr(v, "tolist") else v)))
         tbs = self.tile_batch_size
-        if isinstance(tbs, bool) or not isinstance(tbs, (int, np.integer)) or tbs < 1:
-            raise ValueError(f"tile_batch_size must be an int >= 1, got {tbs!r}")
+        if tbs is not None and (isinstance(tbs, bool) or not isinstance(tbs, (int, np.integer)) or tbs < 1):
+            raise ValueError(f"tile_batch_size must be None or an int >= 1, got {tbs!r}")
         cap = self.max_gaze_tokens_each_frame
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, np.integer)) or cap < 1):
             raise ValueError(f"max_gaze_tokens_each_frame must be None or an int >= 1, got {cap!r}")
@@ -145,10 +150,26 @@ class AutoGazePipeline:
                           shortest_edge=pre.shortest_edge if pre.do_resize else None,
                           tile_size=self.model.config.input_img_size)
 
+    def auto_tile_batch(self, num_tiles: int) -> int:
+        """Tiles a model call takes when ``tile_batch_size`` is None. On a GPU every tile of a clip in one call, up
+        to AUTO_TILE_BATCH, and no more rows than a quarter of the device's memory holds KV caches for at the
+        longest clip (max_num_frames frames at the full budget): 1080p's 45 tiles run as one batch (2 frames on an
+        H100: 23 ms against 45 ms in batches of 8; bench/RESULTS.md). On the CPU 8 (the torch decoder gains little
+        from more rows). Depends only on the tile count, device and dtype, so a stream keeps its batches."""
+        if self.device.type != "cuda":
+            return min(num_tiles, 8)
+        cfg = self.model.config
+        d = cfg.decoder
+        elem = 2 if self.model.dtype == torch.bfloat16 else 4
+        keys = cfg.max_num_frames * (cfg.num_tokens + cfg.num_vision_tokens_each_frame + d.num_multi_token_pred)
+        per_row = d.num_hidden_layers * 2 * d.hidden_size * elem * keys
+        fits = torch.cuda.get_device_properties(self.device).total_memory // 4 // per_row
+        return max(1, min(num_tiles, AUTO_TILE_BATCH, fits))
+
     # ----- one clip ------------------------------------------------------------------------------------------------
     def trace_rgba_clip(self, frames: Any, mode: str = DEFAULT_MODE, gazing_ratio: float | Sequence[float] = 0.75,
                         task_loss_requirement: float | None = 0.7, max_gaze_tokens_each_frame: int | None = None,
-                        tile_batch_size: int = 8) -> GazeTrace:
+                        tile_batch_size: int | None = None) -> GazeTrace:
         """Gaze of one packed clip: uint8 [T, H, W, 4] RGBA (or 3-channel RGB; alpha is ignored), numpy or tensor
         on any device. Returns a GazeTrace with one row per tile (row-major) plus stitched ``scale_masks``."""
         opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
@@ -167,7 +188,7 @@ class AutoGazePipeline:
 
     def trace_clip(self, video: torch.Tensor, mode: str = DEFAULT_MODE, gazing_ratio: float | Sequence[float] = 0.75,
                    task_loss_requirement: float | None = 0.7, max_gaze_tokens_each_frame: int | None = None,
-                   tile_batch_size: int = 8) -> GazeTrace:
+                   tile_batch_size: int | None = None) -> GazeTrace:
         """Gaze of one normalised clip: fp32 [T, 3, H, W] or [1, T, 3, H, W], as the processor returns it
         (at the processor's resolution, or any other for the tiled modes)."""
         opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
@@ -234,54 +255,56 @@ class AutoGazePipeline:
             return self.packed_tiles(frames[a:b], grid)(range(1))
 
         g = self.model._generate_fed(video_of, 1, budgets, tau, "independent", chunk)
-        return self.assemble(grid, [f.ids for f in g.out.frames], [f.confidence for f in g.out.frames], opts,
-                             tau=tau)
+        return self.assemble(grid, g.out, opts, tau=tau)
 
     def _gaze_tiles(self, tiles_of, grid: TileGrid, T: int, opts: GazeOptions, past: list[tuple] | None = None):
         """Every tile batch of T frames through the model, each batch carrying on from its (engine state, conv
-        cache) in ``past`` (None: a fresh clip). Returns the per-frame ids [num_tiles, L_t] and confidences laid
-        out as one independent-semantics call over all tiles would give them, each batch's caches, and the
-        thresholds tensor [num_tiles, T] (or None) the calls used.
+        cache) in ``past`` (None: a fresh clip). Returns the per-frame output laid out as one independent-semantics
+        call over all tiles would give it (a GenerationOutput), each batch's caches, and the thresholds tensor
+        [num_tiles, T] (or None) the calls used.
 
         The engine's per-frame ids go straight to one assembly: no per-batch trace is built and split again."""
-        n, step = grid.num_tiles, opts.tile_batch_size
+        n = grid.num_tiles
+        step = opts.tile_batch_size or self.auto_tile_batch(n)
         budgets = self.model.budgets(_ratio(opts), T, opts.max_gaze_tokens_each_frame)
         tau = _tau(opts)
         tau = None if tau is None else thresholds(tau, n, T, self.device)
-        ids_parts, conf_parts, caches = [], [], []
+        outs, caches = [], []
         for k, start in enumerate(range(0, n, step)):
             stop = min(n, start + step)
             state, conv = past[k] if past else (None, None)
             g = self.model._generate(tiles_of(range(start, stop)), budgets, None if tau is None else tau[start:stop],
                                      "independent", state, conv)
             caches.append((g.state, g.conv_cache))
-            ids_parts.append([f.ids for f in g.out.frames])
-            conf_parts.append([f.confidence for f in g.out.frames])
-        return merge_tiles(self.model.config.eos_id, ids_parts), merge_tiles(0.0, conf_parts), caches, tau
+            outs.append(g.out)
+        return merge_outputs(self.model.config.eos_id, outs), caches, tau
 
     def _run(self, tiles_of, grid: TileGrid, T: int, opts: GazeOptions) -> GazeTrace:
-        ids, conf, _, tau = self._gaze_tiles(tiles_of, grid, T, opts)
-        return self.assemble(grid, ids, conf, opts, tau=tau)
+        out, _, tau = self._gaze_tiles(tiles_of, grid, T, opts)
+        return self.assemble(grid, out, opts, tau=tau)
 
-    def assemble(self, grid: TileGrid, frame_ids: list[torch.Tensor], confidence: list[torch.Tensor],
-                 opts: GazeOptions, start_frame: int = 0, tau: torch.Tensor | None = None) -> GazeTrace:
-        """Per-frame tile ids [num_tiles, L_t] (pads = EOS) and confidences -> the pipeline's GazeTrace.
-        tau: the thresholds tensor [num_tiles, T] the generation used (None: built from ``opts``)."""
+    def assemble(self, grid: TileGrid, out: GenerationOutput, opts: GazeOptions, start_frame: int = 0,
+                 tau: torch.Tensor | None = None) -> GazeTrace:
+        """A generation output over the grid's tiles (rows = tiles) -> the pipeline's GazeTrace.
+        tau: the thresholds tensor [num_tiles, T] the generation used (None: built from ``opts``).
+
+        The record, confidences and stitched masks come from ``record.record_of`` (one kernel for the Triton
+        engine's outputs)."""
         cfg = self.model.config
-        rec = assemble_record(cfg, frame_ids)
         if tau is None and _tau(opts) is not None:
-            tau = thresholds(_tau(opts), grid.num_tiles, len(frame_ids), self.device)
+            tau = thresholds(_tau(opts), grid.num_tiles, len(out.frames), self.device)
+        rec = record_of(cfg, out, grid)
         return GazeTrace(
             gazing_pos=rec["gazing_pos"], if_padded_gazing=rec["if_padded_gazing"],
             num_gazing_each_frame=rec["num_gazing_each_frame"], gazing_mask=rec["gazing_mask"],
-            confidence=torch.cat(confidence, dim=1), grid_sizes=cfg.grid_sizes, scale_offsets=cfg.scale_offsets,
+            confidence=rec["confidence"], grid_sizes=cfg.grid_sizes, scale_offsets=cfg.scale_offsets,
             num_vision_tokens=cfg.num_vision_tokens_each_frame, task_loss_requirement=tau,
-            scale_masks=stitch_masks(rec["gazing_mask"], grid), tiling=grid, start_frame=start_frame)
+            scale_masks=rec["scale_masks"], tiling=grid, start_frame=start_frame)
 
     # ----- videos and streams --------------------------------------------------------------------------------------
     def trace_video(self, path_or_container: Any, mode: str = DEFAULT_MODE, gazing_ratio: float = 0.75,
                     task_loss_requirement: float | None = 0.7, max_gaze_tokens_each_frame: int | None = None,
-                    tile_batch_size: int = 8, clip_len: int | None = None, max_frames: int | None = None,
+                    tile_batch_size: int | None = None, clip_len: int | None = None, max_frames: int | None = None,
                     progress: bool = True) -> Iterator[GazeTrace]:
         """Decode a video (path or open PyAV container) clip by clip and yield each clip's GazeTrace
         (``start_frame`` set). Memory stays at one clip whatever the length. clip_len defaults to the model's
@@ -305,7 +328,7 @@ class AutoGazePipeline:
 
     def stream(self, mode: str = DEFAULT_MODE, clip_len: int | None = None, gazing_ratio: float = 0.75,
                task_loss_requirement: float | None = 0.7, max_gaze_tokens_each_frame: int | None = None,
-               tile_batch_size: int = 8) -> "GazeStream":
+               tile_batch_size: int | None = None) -> "GazeStream":
         """A frame-by-frame session (:class:`GazeStream`): ``push(frame)`` -> that frame's GazeTrace."""
         opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
         return GazeStream(self, opts, self.model.config.max_num_frames if clip_len is None else clip_len)
@@ -327,6 +350,7 @@ class GazeStream:
         self.frames_seen = 0  # frames pushed so far: the next trace's start_frame
         self._t = 0  # position inside the current context
         self._source: tuple | None = None  # (kind, H, W) fixed by the first frame
+        self._grid: TileGrid | None = None  # its tile layout
         self._past: list[tuple] = []  # per tile batch: (engine state, conv cache) for the next call
 
     def reset(self) -> None:
@@ -350,14 +374,15 @@ class GazeStream:
             raise ValueError(f"push takes one frame, got {pixels.shape[0]}")
         if self._source is None:
             self._source = (kind, int(H), int(W))
+            self._grid = p.plan(int(H), int(W), self.options.mode)  # fixed by the first frame, like the source
         elif self._source != (kind, int(H), int(W)):
             raise ValueError(f"frame is {kind} {H}x{W}, but this stream started with {self._source[0]} "
                              f"{self._source[1]}x{self._source[2]}; start a new stream")
-        grid = p.plan(int(H), int(W), self.options.mode)
+        grid = self._grid
         tiles_of = p.packed_tiles(pixels, grid) if kind == "packed" else p.normalised_tiles(pixels, grid)
         opts = self.options.for_frames(self._t, self._t + 1)
-        ids, conf, past, tau = p._gaze_tiles(tiles_of, grid, 1, opts, self._past)
-        trace = p.assemble(grid, ids, conf, opts, start_frame=self.frames_seen, tau=tau)
+        out, past, tau = p._gaze_tiles(tiles_of, grid, 1, opts, self._past)
+        trace = p.assemble(grid, out, opts, start_frame=self.frames_seen, tau=tau)
         self.frames_seen += 1
         self._t += 1
         self._past = past
@@ -376,6 +401,22 @@ def merge_tiles(fill: float | int, parts: list[list[torch.Tensor]]) -> list[torc
         L = max(p[t].shape[1] for p in parts)
         out.append(torch.cat([torch.nn.functional.pad(p[t], (0, L - p[t].shape[1]), value=fill) for p in parts]))
     return out
+
+
+def merge_outputs(eos: int, outs: list[GenerationOutput]) -> GenerationOutput:
+    """The outputs of consecutive tile batches -> one output over all their rows. Full-width outputs of one
+    width stack along the rows (their frames are views); otherwise the frames are padded and stacked."""
+    if len(outs) == 1:
+        return outs[0]
+    pads = [o.padded for o in outs]
+    if all(p is not None and p.ids.shape[::2] == pads[0].ids.shape[::2] for p in pads):
+        merged = PaddedFrames(torch.cat([p.ids for p in pads], dim=1), torch.cat([p.confidence for p in pads], dim=1),
+                              torch.cat([p.lens for p in pads], dim=1),
+                              [max(w) for w in zip(*(p.widths for p in pads))])
+        return GenerationOutput(frames=merged.frame_results(), padded=merged)
+    ids = merge_tiles(eos, [[f.ids for f in o.frames] for o in outs])
+    conf = merge_tiles(0.0, [[f.confidence for f in o.frames] for o in outs])
+    return GenerationOutput(frames=[FrameResult(ids=i, confidence=c) for i, c in zip(ids, conf)])
 
 
 def _check_schedule(opts: GazeOptions, clip_len: int) -> None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .config import AutoGazeConfig
+from .kernels._checks import interpreting
+
+if TYPE_CHECKING:
+    from .reference.generate import GenerationOutput
+    from .tiling import TileGrid
 
 
 def assemble_record(cfg: AutoGazeConfig, frame_ids: list[torch.Tensor]) -> dict[str, object]:
@@ -32,6 +39,29 @@ def assemble_record(cfg: AutoGazeConfig, frame_ids: list[torch.Tensor]) -> dict[
         "num_gazing_each_frame": lengths,
         "gazing_mask": [m.contiguous() for m in masks],
     }
+
+
+def record_of(cfg: AutoGazeConfig, out: "GenerationOutput", grid: "TileGrid | None" = None) -> dict[str, object]:
+    """A generation output -> :func:`assemble_record`'s dict plus ``confidence`` [B, sum L] fp32 and, with a tile
+    grid over the rows (tiles row-major), ``scale_masks`` (``tiling.stitch_masks``).
+
+    Full-width outputs on the GPU (the Triton engine's ``GenerationOutput.padded``) take one kernel
+    (``kernels/trace_record.py``) in place of ~25 small torch ops, each a host launch; others the torch
+    functions that kernel is tested against."""
+    pf = out.padded
+    if pf is not None and (pf.ids.is_cuda or interpreting()):
+        from triton_autogaze.kernels.trace_record import trace_record
+
+        tiles = None if grid is None else grid.tiles
+        extents = None if grid is None else [grid.stitched_shape(s) for s in range(len(cfg.grid_sizes))]
+        return trace_record(pf.ids, pf.confidence, pf.lens, pf.widths, cfg.tokens_per_scale, tiles, extents)
+    rec = assemble_record(cfg, [f.ids for f in out.frames])
+    rec["confidence"] = torch.cat([f.confidence for f in out.frames], dim=1)
+    if grid is not None:
+        from .tiling import stitch_masks
+
+        rec["scale_masks"] = stitch_masks(rec["gazing_mask"], grid)
+    return rec
 
 
 def split_record(cfg: AutoGazeConfig, gazing_pos: torch.Tensor, if_padded: torch.Tensor,

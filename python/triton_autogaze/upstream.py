@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from .record import assemble_record, split_record
+from .record import assemble_record, record_of, split_record
 from .reference.teacher import teacher_forced
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -120,9 +120,11 @@ def upstream_call(model: "AutoGaze", inputs: dict, *, gazing_ratio: Any, task_lo
         conv = past_conv_values[0] if len(past_conv_values) else None
     g = model._generate(video, budgets, tau, batch_semantics, state=state, conv_cache=conv)
     frame_ids = [f.ids for f in g.out.frames]
-    out = _base_output(model, assemble_record(model.config, frame_ids), tau)
+    rec = record_of(model.config, g.out)
+    confidence = rec.pop("confidence")
+    out = _base_output(model, rec, tau)
     # not an upstream key: each gaze's softmax probability when it was chosen (0 at pads), [B, N] fp32
-    out["confidence"] = torch.cat([f.confidence for f in g.out.frames], dim=1)
+    out["confidence"] = confidence
 
     if use_cache:
         cache = past_key_values if given else GazeKVCache(g.state, batch_semantics, B, model.backend)

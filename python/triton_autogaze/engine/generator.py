@@ -21,7 +21,7 @@ from triton_autogaze.kernels._checks import num_sms
 from triton_autogaze.kernels._products import f64_products_wanted
 
 from ..config import AutoGazeConfig
-from ..reference.generate import FrameResult, GenerationOutput
+from ..reference.generate import GenerationOutput, PaddedFrames
 from .branches import Branches
 from .ops import ops_for
 from .plan import CallPlan, make_plan
@@ -472,12 +472,13 @@ class TritonGenerator:
 
     def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None):
         B = ws.rows
-        host = torch.cat([bufs.lens.flatten(), ws.clen, ws.chunk_n]).cpu()  # the call's one sync
-        lens = host[: T * B].view(T, B)
-        out = GenerationOutput()
-        for t in range(T):
-            L = int(lens[t].max())
-            out.frames.append(FrameResult(ids=bufs.ids[t, :, :L].clone(), confidence=bufs.conf[t, :, :L].clone()))
+        # copies of the call's outputs at full width, enqueued before the sync (behind the call's kernels)
+        ids, conf = bufs.ids.clone(), bufs.conf.clone()
+        dev = torch.cat([bufs.lens.flatten(), ws.clen, ws.chunk_n])
+        host = dev.cpu()  # the call's one sync
+        widths = [int(x) for x in host[: T * B].view(T, B).max(dim=1).values]
+        padded = PaddedFrames(ids, conf, dev[: T * B].view(T, B), widths)
+        out = GenerationOutput(frames=padded.frame_results(), padded=padded)
         len_hi = int(host[T * B: T * B + B].max())
         pend_hi = int(host[T * B + B:].max())
         state = EngineState(ws, semantics, len_hi, pend_hi, (0 if prev is None else prev.frames) + T)

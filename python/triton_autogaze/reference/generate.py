@@ -59,8 +59,26 @@ class FrameResult:
 
 
 @dataclass
+class PaddedFrames:
+    """A call's frames at full width, as the Triton engine holds them: ids [T, B, M] int64 with EOS past each
+    row's length, confidence [T, B, M] fp32 (0 there), lens [T, B] int32 row lengths (same device), widths: the
+    T frame widths max_b lens[t] as host ints (frame t's FrameResult is its first widths[t] columns)."""
+
+    ids: torch.Tensor
+    confidence: torch.Tensor
+    lens: torch.Tensor
+    widths: list[int]
+
+    def frame_results(self) -> list[FrameResult]:
+        """The per-frame [B, widths[t]] results: views of the full-width tensors."""
+        return [FrameResult(ids=self.ids[t, :, :w], confidence=self.confidence[t, :, :w])
+                for t, w in enumerate(self.widths)]
+
+
+@dataclass
 class GenerationOutput:
     frames: list[FrameResult] = field(default_factory=list)
+    padded: PaddedFrames | None = None  # the same frames at full width, where the generator holds them
 
 
 def new_state(decoder: Decoder, batch: int, capacity: int) -> GazeState:
