@@ -107,8 +107,9 @@ def test_anyres_clip(benchmark, pipe, size, T):
 
 
 @pytest.mark.benchmark(group="tile-batch-sweep-1080p-2f")
-@pytest.mark.parametrize("tbs", [1, 2, 4, 8, 16, 32, 64])
+@pytest.mark.parametrize("tbs", [1, 2, 4, 8, 16, 32, 64, None], ids=lambda v: "auto" if v is None else str(v))
 def test_tile_batch_sweep(benchmark, pipe, tbs):
+    """None: the default, AutoGazePipeline.auto_tile_batch (all 45 tiles in one batch on an H100)."""
     if pipe.model.dtype != torch.float32:
         pytest.skip("the sweep runs in fp32")
     video = _video(1, 2, 1080, 1920)[0]

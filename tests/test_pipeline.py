@@ -141,8 +141,9 @@ def test_default_tile_batch_is_automatic(pipe, monkeypatch):
     else:
         if torch.cuda.get_device_properties(pipe.device).total_memory >= 40 << 30:  # 64 rows' caches fit
             assert pipe.auto_tile_batch(45) == 45 and pipe.auto_tile_batch(500) == AUTO_TILE_BATCH
-        small = type("Props", (), {"total_memory": 2 << 30})()
-        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: small)
+        import triton_autogaze.pipeline as pipeline_module
+
+        monkeypatch.setattr(pipeline_module, "_device_memory", lambda device: 2 << 30)
         assert 1 <= pipe.auto_tile_batch(45) < 45  # 2 GB: 512 MB of caches, ~46 MB a row at 16 frames
 
 

@@ -4,6 +4,7 @@ clip (or per frame when streaming), in one of the tiling modes; tiles are gazed 
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -163,7 +164,7 @@ class AutoGazePipeline:
         elem = 2 if self.model.dtype == torch.bfloat16 else 4
         keys = cfg.max_num_frames * (cfg.num_tokens + cfg.num_vision_tokens_each_frame + d.num_multi_token_pred)
         per_row = d.num_hidden_layers * 2 * d.hidden_size * elem * keys
-        fits = torch.cuda.get_device_properties(self.device).total_memory // 4 // per_row
+        fits = _device_memory(self.device) // 4 // per_row
         return max(1, min(num_tiles, AUTO_TILE_BATCH, fits))
 
     # ----- one clip ------------------------------------------------------------------------------------------------
@@ -417,6 +418,12 @@ def merge_outputs(eos: int, outs: list[GenerationOutput]) -> GenerationOutput:
     ids = merge_tiles(eos, [[f.ids for f in o.frames] for o in outs])
     conf = merge_tiles(0.0, [[f.confidence for f in o.frames] for o in outs])
     return GenerationOutput(frames=[FrameResult(ids=i, confidence=c) for i, c in zip(ids, conf)])
+
+
+@functools.lru_cache(maxsize=None)
+def _device_memory(device: torch.device) -> int:
+    """Total memory of a CUDA device in bytes (asked once: a stream asks every push)."""
+    return torch.cuda.get_device_properties(device).total_memory
 
 
 def _check_schedule(opts: GazeOptions, clip_len: int) -> None:
