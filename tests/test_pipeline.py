@@ -104,7 +104,8 @@ def test_tile_batch_size_never_changes_a_tile(pipe, size, batches):
         assert_same_trace(traces[0], t)
 
 
-def test_tile_batches_bound_model_calls(pipe, monkeypatch):
+def _model_call_rows(pipe, monkeypatch) -> list[int]:
+    """Rows of every model call the pipeline makes from now on (appended as they happen)."""
     sizes = []
     real = pipe.model._generate
 
@@ -113,6 +114,11 @@ def test_tile_batches_bound_model_calls(pipe, monkeypatch):
         return real(video, *a, **kw)
 
     monkeypatch.setattr(pipe.model, "_generate", spy)
+    return sizes
+
+
+def test_tile_batches_bound_model_calls(pipe, monkeypatch):
+    sizes = _model_call_rows(pipe, monkeypatch)
     trace = pipe.trace_rgba_clip(rgba(1, 460, 900), mode="tiled-full-resolution", tile_batch_size=4,
                                  gazing_ratio=0.01, task_loss_requirement=None)
     assert trace.tiling.tiles == (3, 5) and trace.gazing_pos.shape[0] == 15
@@ -124,14 +130,7 @@ def test_default_tile_batch_is_automatic(pipe, monkeypatch):
     GPU every tile up to AUTO_TILE_BATCH, fewer where a quarter of the memory holds fewer rows' caches."""
     from triton_autogaze.pipeline import AUTO_TILE_BATCH
 
-    sizes = []
-    real = pipe.model._generate
-
-    def spy(video, *a, **kw):
-        sizes.append(video.shape[0])
-        return real(video, *a, **kw)
-
-    monkeypatch.setattr(pipe.model, "_generate", spy)
+    sizes = _model_call_rows(pipe, monkeypatch)
     pipe.trace_rgba_clip(rgba(1, 460, 900), mode="tiled-full-resolution", gazing_ratio=0.01,
                          task_loss_requirement=None)
     expected = pipe.auto_tile_batch(15)

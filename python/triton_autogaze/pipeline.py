@@ -155,8 +155,8 @@ class AutoGazePipeline:
         """Tiles a model call takes when ``tile_batch_size`` is None. On a GPU every tile of a clip in one call, up
         to AUTO_TILE_BATCH, and no more rows than a quarter of the device's memory holds KV caches for at the
         longest clip (max_num_frames frames at the full budget): 1080p's 45 tiles run as one batch (2 frames on an
-        H100: 23 ms against 45 ms in batches of 8; bench/RESULTS.md). On the CPU 8 (the torch decoder gains little
-        from more rows). Depends only on the tile count, device and dtype, so a stream keeps its batches."""
+        H100: 23 ms against 45 ms in batches of 8; bench/RESULTS.md). On the CPU 8, the former default (not
+        measured there). Depends only on the tile count, device and dtype, so a stream keeps its batches."""
         if self.device.type != "cuda":
             return min(num_tiles, 8)
         cfg = self.model.config
