@@ -113,8 +113,8 @@ def _check_inputs(ids, conf, lens, frame_lengths, tokens_per_scale, tiles, exten
     for name, x in (("ids", ids), ("confidence", conf), ("lens", lens)):
         if not x.is_contiguous():
             raise ValueError(f"{name}: must be contiguous")
-    if len(frame_lengths) != T or any(not 0 <= int(n) <= M for n in frame_lengths):
-        raise ValueError(f"frame_lengths: expected {T} ints in 0..{M}, got {list(frame_lengths)}")
+    if frame_lengths is not None and (len(frame_lengths) != T or any(not 0 <= int(n) <= M for n in frame_lengths)):
+        raise ValueError(f"frame_lengths: expected None or {T} ints in 0..{M}, got {list(frame_lengths)}")
     sides = [math.isqrt(n) for n in tokens_per_scale]
     if not 1 <= len(sides) <= 4 or any(g < 1 or g * g != n for g, n in zip(sides, tokens_per_scale)):
         raise ValueError(f"tokens_per_scale: expected 1 to 4 positive perfect squares, got {tuple(tokens_per_scale)}")
@@ -131,12 +131,14 @@ def _check_inputs(ids, conf, lens, frame_lengths, tokens_per_scale, tiles, exten
     return sides
 
 
-def trace_record(ids: torch.Tensor, conf: torch.Tensor, lens: torch.Tensor, frame_lengths: Sequence[int],
+def trace_record(ids: torch.Tensor, conf: torch.Tensor, lens: torch.Tensor, frame_lengths: Sequence[int] | None,
                  tokens_per_scale: Sequence[int], tiles: tuple[int, int] | None = None,
                  extents: Sequence[tuple[int, int]] | None = None) -> dict[str, object]:
     """ids [T, B, M] int64 (EOS = NV = sum(tokens_per_scale) past each row's length), conf [T, B, M] fp32, lens
     [T, B] int32/int64 row lengths; frame_lengths: the T values max_b lens[t] (the caller read them at its sync:
-    they size the outputs). tiles: (nh, nw) with nh*nw = B to also stitch; extents: per scale the stitched (rows,
+    they size the outputs), or None to launch before that sync: gazing_pos, if_padded_gazing and confidence are
+    then [B, T*M] and only their first N = sum_t L_t columns are written (:func:`cut_record` takes them once
+    the widths are known). tiles: (nh, nw) with nh*nw = B to also stitch; extents: per scale the stitched (rows,
     cols) kept top-left (default nh*g_s x nw*g_s).
 
     Returns ``assemble_record``'s dict (gazing_pos, if_padded_gazing, num_gazing_each_frame, gazing_mask) plus
@@ -145,7 +147,7 @@ def trace_record(ids: torch.Tensor, conf: torch.Tensor, lens: torch.Tensor, fram
     T, B, M = ids.shape
     dev = ids.device
     nv = sum(g * g for g in sides)
-    N = sum(int(n) for n in frame_lengths)
+    N = T * M if frame_lengths is None else sum(int(n) for n in frame_lengths)
     pos = torch.empty(B, N, dtype=torch.int64, device=dev)
     pad = torch.empty(B, N, dtype=torch.bool, device=dev)
     cout = torch.empty(B, N, dtype=torch.float32, device=dev)
@@ -167,6 +169,17 @@ def trace_record(ids: torch.Tensor, conf: torch.Tensor, lens: torch.Tensor, fram
            "confidence": cout}
     if stitch:
         out["scale_masks"] = tuple(stitched)
+    return out
+
+
+def cut_record(rec: dict[str, object], frame_lengths: Sequence[int]) -> dict[str, object]:
+    """A record :func:`trace_record` built with ``frame_lengths=None`` -> the same as with them: gazing_pos,
+    if_padded_gazing and confidence cut to their first sum(frame_lengths) columns (views for one row, copies
+    otherwise, so that every field stays contiguous); the other fields as they are."""
+    n = sum(int(x) for x in frame_lengths)
+    out = dict(rec)
+    for k in ("gazing_pos", "if_padded_gazing", "confidence"):
+        out[k] = rec[k][:, :n].contiguous()
     return out
 
 

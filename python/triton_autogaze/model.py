@@ -18,7 +18,7 @@ from .checkpoint import load_checkpoint, validate_weights
 from .config import AutoGazeConfig
 from .kernels._checks import interpreting
 from .precision import exact_fp32
-from .record import record_of
+from .record import record_of, record_preparer
 from .reference.decoder import Decoder
 from .reference.generate import GenerationOutput, TorchGenerator, frame_budget
 from .reference.vision import encode_video, resize_to_model
@@ -216,12 +216,16 @@ class AutoGaze:
         return self._torch_gen
 
     def _generate(self, video: torch.Tensor, budgets: list[int], tau: torch.Tensor | None, semantics: str,
-                  state: Any = None, conv_cache: torch.Tensor | None = None) -> Generated:
+                  state: Any = None, conv_cache: torch.Tensor | None = None,
+                  prepare: Callable | None = None) -> Generated:
+        """prepare: the Triton engine's hook on its full-width outputs before its sync (``TritonGenerator.run``;
+        ignored by the torch generator)."""
         if semantics not in SEMANTICS:
             raise ValueError(f"batch_semantics must be one of {SEMANTICS}, got {semantics!r}")
         with torch.inference_mode(), exact_fp32(self.dtype == torch.float32):
             vision, new_conv = self.encode(video, conv_cache)
-            out, state = self._generator().run(vision, budgets, tau, semantics, state)
+            extra = {} if prepare is None or self.backend != "triton" else {"prepare": prepare}
+            out, state = self._generator().run(vision, budgets, tau, semantics, state, **extra)
         return Generated(out=out, vision=vision, state=state, conv_cache=new_conv)
 
     def _generate_fed(self, video_of: Callable[[int, int], torch.Tensor], rows: int, budgets: list[int],
@@ -277,7 +281,8 @@ class AutoGaze:
         B, T = video.shape[:2]
         budgets = self.budgets(gazing_ratio, T, max_gaze_tokens_each_frame)
         tau = None if task_loss_requirement is None else thresholds(task_loss_requirement, B, T, self.device)
-        g = self._generate(video, budgets, tau, batch_semantics)
+        prepare = record_preparer(self.config) if self.backend == "triton" else None
+        g = self._generate(video, budgets, tau, batch_semantics, prepare=prepare)
         return self._trace(g.out, tau)
 
     def _trace(self, out: GenerationOutput, tau: torch.Tensor | None) -> GazeTrace:

@@ -15,7 +15,7 @@ import torch
 
 from .config import PreprocessorConfig
 from .model import AutoGaze, check_video, thresholds
-from .record import record_of
+from .record import record_of, record_preparer
 from .reference.generate import FrameResult, GenerationOutput, PaddedFrames
 from .tiling import DEFAULT_MODE, TileGrid, affine_lut, check_mode, cut_tiles, plan_tiles, resize_canvas_float, \
     resize_packed
@@ -270,12 +270,14 @@ class AutoGazePipeline:
         budgets = self.model.budgets(_ratio(opts), T, opts.max_gaze_tokens_each_frame)
         tau = _tau(opts)
         tau = None if tau is None else thresholds(tau, n, T, self.device)
+        # one batch: its record's kernel is launched before the call's sync (overlapping the call's kernels)
+        prepare = record_preparer(self.model.config, grid) if step >= n and self.model.backend == "triton" else None
         outs, caches = [], []
         for k, start in enumerate(range(0, n, step)):
             stop = min(n, start + step)
             state, conv = past[k] if past else (None, None)
             g = self.model._generate(tiles_of(range(start, stop)), budgets, None if tau is None else tau[start:stop],
-                                     "independent", state, conv)
+                                     "independent", state, conv, prepare)
             caches.append((g.state, g.conv_cache))
             outs.append(g.out)
         return merge_outputs(self.model.config.eos_id, outs), caches, tau

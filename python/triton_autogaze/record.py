@@ -50,10 +50,11 @@ def record_of(cfg: AutoGazeConfig, out: "GenerationOutput", grid: "TileGrid | No
     functions that kernel is tested against."""
     pf = out.padded
     if pf is not None and (pf.ids.is_cuda or interpreting()):
-        from triton_autogaze.kernels.trace_record import trace_record
+        from triton_autogaze.kernels.trace_record import cut_record, trace_record
 
-        tiles = None if grid is None else grid.tiles
-        extents = None if grid is None else [grid.stitched_shape(s) for s in range(len(cfg.grid_sizes))]
+        if pf.prepared is not None:  # launched before the generation's sync by record_preparer(cfg, grid)
+            return cut_record(pf.prepared, pf.widths)
+        tiles, extents = _stitching(cfg, grid)
         return trace_record(pf.ids, pf.confidence, pf.lens, pf.widths, cfg.tokens_per_scale, tiles, extents)
     rec = assemble_record(cfg, [f.ids for f in out.frames])
     rec["confidence"] = torch.cat([f.confidence for f in out.frames], dim=1)
@@ -62,6 +63,22 @@ def record_of(cfg: AutoGazeConfig, out: "GenerationOutput", grid: "TileGrid | No
 
         rec["scale_masks"] = stitch_masks(rec["gazing_mask"], grid)
     return rec
+
+
+def record_preparer(cfg: AutoGazeConfig, grid: "TileGrid | None" = None):
+    """The ``prepare`` hook of a Triton generation call (``TritonGenerator.run``) whose output goes to
+    ``record_of(cfg, out, grid)`` with the same grid: it launches the record's kernel on the call's full-width
+    outputs before the call's host sync, so that its host work overlaps the call's kernels."""
+    from triton_autogaze.kernels.trace_record import trace_record
+
+    tiles, extents = _stitching(cfg, grid)
+    return lambda ids, conf, lens: trace_record(ids, conf, lens, None, cfg.tokens_per_scale, tiles, extents)
+
+
+def _stitching(cfg: AutoGazeConfig, grid: "TileGrid | None"):
+    if grid is None:
+        return None, None
+    return grid.tiles, [grid.stitched_shape(s) for s in range(len(cfg.grid_sizes))]
 
 
 def split_record(cfg: AutoGazeConfig, gazing_pos: torch.Tensor, if_padded: torch.Tensor,

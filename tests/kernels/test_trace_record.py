@@ -76,7 +76,7 @@ def test_trace_record_clear_errors():
         trace_record(ids, conf[:, :, :4].contiguous(), lens, widths, SCALES)
     with pytest.raises(ValueError, match="lens: expected"):
         trace_record(ids, conf, lens.float(), widths, SCALES)
-    with pytest.raises(ValueError, match="frame_lengths: expected 2 ints in 0..8"):
+    with pytest.raises(ValueError, match="frame_lengths: expected None or 2 ints in 0..8"):
         trace_record(ids, conf, lens, [3, 9], SCALES)
     with pytest.raises(ValueError, match="tiles: expected an nh x nw grid of the 2 rows"):
         trace_record(ids, conf, lens, widths, SCALES, (2, 2))
@@ -120,5 +120,40 @@ def test_pipeline_assemble_full_width_outputs(mode, H, W, batch):
     assert fast.start_frame == torch_path.start_frame == 4
     assert torch.equal(fast.task_loss_requirement, torch_path.task_loss_requirement)
     for a, b in zip(_trace_fields(fast), _trace_fields(torch_path), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.is_contiguous()
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("T,B,M,tiles", [(1, 1, 199, (1, 1)), (3, 4, 37, (2, 2)), (2, 3, 12, None)])
+def test_trace_record_before_the_widths_are_known(T, B, M, tiles):
+    """frame_lengths=None (launched before the engine's sync) then cut_record equals the sized launch."""
+    from triton_autogaze.kernels.trace_record import cut_record
+
+    ids, conf, lens, widths = _padded(T, B, M, seed=11 * T + B)
+    early = trace_record(ids, conf, lens, None, SCALES, tiles)
+    assert early["gazing_pos"].shape == (B, T * M)
+    _same(cut_record(early, widths), trace_record_ref(ids, conf, lens, widths, SCALES, tiles))
+
+
+def test_engine_prepare_hook_gives_the_same_trace():
+    """AutoGaze.generate on the Triton backend (interpreter on CPU) builds its record in the engine's ``prepare``
+    hook, before the call's sync; the trace equals the torch assembly of the same output."""
+    from fixture_data import model_dir
+
+    from triton_autogaze import AutoGaze
+    from triton_autogaze.record import record_preparer
+    from triton_autogaze.reference.generate import GenerationOutput
+
+    model = AutoGaze.from_pretrained(model_dir(), device=DEV, backend="triton")
+    video = torch.rand(2, 2, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(DEV) * 4 - 2
+    budgets, tau = model.budgets(0.02, 2), None
+    g = model._generate(video, budgets, tau, "independent", prepare=record_preparer(model.config))
+    assert g.out.padded is not None and g.out.padded.prepared is not None
+    fast = model._trace(g.out, tau)
+    slow = model._trace(GenerationOutput(frames=g.out.frames), tau)
+    for a, b in zip([fast.gazing_pos, fast.if_padded_gazing, fast.num_gazing_each_frame, fast.confidence,
+                     *fast.gazing_mask],
+                    [slow.gazing_pos, slow.if_padded_gazing, slow.num_gazing_each_frame, slow.confidence,
+                     *slow.gazing_mask], strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape and a.is_contiguous()
         assert torch.equal(a, b)

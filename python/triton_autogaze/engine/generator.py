@@ -216,12 +216,15 @@ class TritonGenerator:
 
     # ----- public API ---------------------------------------------------------------------------------------
     def run(self, vision: torch.Tensor, budgets: list[int], tau: torch.Tensor | None, semantics: str,
-            state: EngineState | None = None) -> tuple[GenerationOutput, EngineState]:
+            state: EngineState | None = None, prepare: Callable | None = None) -> tuple[GenerationOutput, EngineState]:
         """vision [B, T, N, C] fp32 on this device; budgets: T ints in 1..NV; tau [B, T] fp32 or None;
-        semantics "upstream" | "independent"; state: from a previous call (same B and semantics) or None."""
+        semantics "upstream" | "independent"; state: from a previous call (same B and semantics) or None.
+        prepare: called as ``prepare(ids [T, B, M], confidence [T, B, M], lens [T, B])`` with the call's
+        full-width outputs on the device before the call's host sync, so that the work it enqueues overlaps the
+        call's kernels; its result is ``out.padded.prepared``."""
         B, T = self._check_vision(vision)
         self._check_call(B, T, budgets, tau, semantics)
-        return self._run(lambda a, b: vision[:, a:b], B, T, budgets, tau, semantics, state, T)
+        return self._run(lambda a, b: vision[:, a:b], B, T, budgets, tau, semantics, state, T, prepare)
 
     def run_fed(self, feed: Callable[[int, int], torch.Tensor], rows: int, budgets: list[int],
                 tau: torch.Tensor | None, semantics: str, state: EngineState | None = None,
@@ -247,7 +250,8 @@ class TritonGenerator:
 
         return self._run(checked, rows, T, budgets, tau, semantics, state, segment)
 
-    def _run(self, feed, B: int, T: int, budgets, tau, semantics: str, state: EngineState | None, segment: int):
+    def _run(self, feed, B: int, T: int, budgets, tau, semantics: str, state: EngineState | None, segment: int,
+             prepare: Callable | None = None):
         if state is None:
             start_hi, pend_hi = 0, 0
         else:
@@ -268,7 +272,7 @@ class TritonGenerator:
             b = min(T, a + segment)
             bufs.vision[:, a:b].copy_(feed(a, b))
             self._execute(ws, bufs, plan, key + (a, b), semantics == "upstream", tau is not None, range(a, b))
-        return self._collect(ws, bufs, T, semantics, state)
+        return self._collect(ws, bufs, T, semantics, state, prepare)
 
     # ----- internals ---------------------------------------------------------------------------------------
     def _check_vision(self, vision) -> tuple[int, int]:
@@ -470,14 +474,17 @@ class TritonGenerator:
                          block_c=bc, block_k=gemm_k or self.mlp_block_k, split_k=0 if gemm_k else split,
                          bf16_dots=tc, f64_dots=f64["down"], flat=flat, num_warps=warps)
 
-    def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None):
+    def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None,
+                 prepare: Callable | None = None):
         B = ws.rows
         # copies of the call's outputs at full width, enqueued before the sync (behind the call's kernels)
         ids, conf = bufs.ids.clone(), bufs.conf.clone()
         dev = torch.cat([bufs.lens.flatten(), ws.clen, ws.chunk_n])
+        lens = dev[: T * B].view(T, B)
+        prepared = None if prepare is None else prepare(ids, conf, lens)
         host = dev.cpu()  # the call's one sync
         widths = [int(x) for x in host[: T * B].view(T, B).max(dim=1).values]
-        padded = PaddedFrames(ids, conf, dev[: T * B].view(T, B), widths)
+        padded = PaddedFrames(ids, conf, lens, widths, prepared)
         out = GenerationOutput(frames=padded.frame_results(), padded=padded)
         len_hi = int(host[T * B: T * B + B].max())
         pend_hi = int(host[T * B + B:].max())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,12 +63,14 @@ class FrameResult:
 class PaddedFrames:
     """A call's frames at full width, as the Triton engine holds them: ids [T, B, M] int64 with EOS past each
     row's length, confidence [T, B, M] fp32 (0 there), lens [T, B] int32 row lengths (same device), widths: the
-    T frame widths max_b lens[t] as host ints (frame t's FrameResult is its first widths[t] columns)."""
+    T frame widths max_b lens[t] as host ints (frame t's FrameResult is its first widths[t] columns); prepared:
+    what the call's ``prepare`` hook made of them before its sync (``record.record_preparer``), if any."""
 
     ids: torch.Tensor
     confidence: torch.Tensor
     lens: torch.Tensor
     widths: list[int]
+    prepared: Any = None
 
     def frame_results(self) -> list[FrameResult]:
         """The per-frame [B, widths[t]] results: views of the full-width tensors."""
