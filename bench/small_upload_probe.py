@@ -10,10 +10,10 @@ Per variant: host us a call with no sync in the loop, then us a call with a sync
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
+from trace_record_probe import host_and_synced  # bench/ is the script's folder
 
 
 def main() -> None:
@@ -40,22 +40,9 @@ def main() -> None:
         "persistent pinned buffer + event": persistent,
     }
     for name, fn in variants.items():
-        for _ in range(50):
-            fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(args.iters):
-            fn()
-        host = (time.perf_counter() - t0) / args.iters * 1e6
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(args.iters):
-            fn()
-            torch.cuda.synchronize()
-        synced = (time.perf_counter() - t0) / args.iters * 1e6
+        host, synced = host_and_synced(fn, args.iters, warm=50)
         assert torch.equal(fn().cpu(), torch.from_numpy(frame))
         print(f"{name:36s} host {host:7.1f} us a call, with a sync {synced:7.1f} us")
-
 
 if __name__ == "__main__":
     main()

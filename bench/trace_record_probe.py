@@ -69,20 +69,25 @@ def main() -> None:
     got = trace_record(ids, conf, lens, widths, SCALES, tiles, ext)
     assert all(torch.equal(a, b) for a, b in zip(got["gazing_pos"], ref["gazing_pos"]))
     for name, fn in variants.items():
-        for _ in range(20):
-            fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(args.iters):
-            fn()
-        host = (time.perf_counter() - t0) / args.iters * 1e6
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(args.iters):
-            fn()
-            torch.cuda.synchronize()
-        synced = (time.perf_counter() - t0) / args.iters * 1e6
+        host, synced = host_and_synced(fn, args.iters)
         print(f"{name:48s} host {host:7.1f} us a call, with a sync {synced:7.1f} us")
+
+
+def host_and_synced(fn, iters: int, warm: int = 20) -> tuple[float, float]:
+    """us a call of ``fn`` on the host with no sync in the loop, then with a device sync after each call."""
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    host = (time.perf_counter() - t0) / iters * 1e6
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+        torch.cuda.synchronize()
+    return host, (time.perf_counter() - t0) / iters * 1e6
 
 
 def triton_pow2(n: int) -> int:

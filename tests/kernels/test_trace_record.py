@@ -135,7 +135,7 @@ def test_trace_record_before_the_widths_are_known(T, B, M, tiles):
     _same(cut_record(early, widths), trace_record_ref(ids, conf, lens, widths, SCALES, tiles))
 
 
-def test_engine_prepare_hook_gives_the_same_trace():
+def test_engine_prepare_hook_gives_the_same_trace(monkeypatch):
     """AutoGaze.generate on the Triton backend (interpreter on CPU) builds its record in the engine's ``prepare``
     hook, before the call's sync; the trace equals the torch assembly of the same output."""
     from fixture_data import model_dir
@@ -149,7 +149,14 @@ def test_engine_prepare_hook_gives_the_same_trace():
     budgets, tau = model.budgets(0.02, 2), None
     g = model._generate(video, budgets, tau, "independent", prepare=record_preparer(model.config))
     assert g.out.padded is not None and g.out.padded.prepared is not None
-    fast = model._trace(g.out, tau)
+    import triton_autogaze.kernels.trace_record as kernel_module
+
+    def no_second_launch(*a, **k):
+        raise AssertionError("record_of launched the kernel again instead of cutting the prepared record")
+
+    with monkeypatch.context() as m:
+        m.setattr(kernel_module, "trace_record", no_second_launch)
+        fast = model._trace(g.out, tau)
     slow = model._trace(GenerationOutput(frames=g.out.frames), tau)
     for a, b in zip([fast.gazing_pos, fast.if_padded_gazing, fast.num_gazing_each_frame, fast.confidence,
                      *fast.gazing_mask],
