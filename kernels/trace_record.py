@@ -23,8 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import interpreting
-from .mask_scatter import _store_tile_cells
+from .mask_scatter import _check_device, _extents, _grid_sides, _pad4, _store_tile_cells
 
 
 @triton.jit
@@ -94,15 +93,15 @@ def _trace_record_kernel(
                      G3, STITCH)
 
 
-def _check_inputs(ids, conf, lens, frame_lengths, tokens_per_scale, tiles, extents):
+def _check_inputs(ids, conf, lens, frame_lengths, tokens_per_scale, tiles, crop) -> tuple[list[int], list]:
+    """The launcher's checks; returns the grid side per scale and the stitched extents (None without tiles)."""
     if not isinstance(ids, torch.Tensor) or ids.dim() != 3 or ids.dtype != torch.int64:
         raise ValueError(f"ids: expected an int64 [T, B, M] tensor, got "
                          f"{getattr(ids, 'dtype', type(ids).__name__)} {tuple(getattr(ids, 'shape', ()))}")
     T, B, M = ids.shape
     if T < 1 or B < 1 or M < 1:
         raise ValueError(f"ids: expected at least one frame, row and column, got {tuple(ids.shape)}")
-    if ids.device.type != "cuda" and not interpreting():
-        raise ValueError(f"ids: expected a CUDA tensor (CPU only under TRITON_INTERPRET=1), got device {ids.device}")
+    _check_device(ids, "ids")
     for name, x, shape, dtypes in (("confidence", conf, (T, B, M), (torch.float32,)),
                                    ("lens", lens, (T, B), (torch.int32, torch.int64))):
         if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape or x.dtype not in dtypes:
@@ -115,35 +114,28 @@ def _check_inputs(ids, conf, lens, frame_lengths, tokens_per_scale, tiles, exten
             raise ValueError(f"{name}: must be contiguous")
     if frame_lengths is not None and (len(frame_lengths) != T or any(not 0 <= int(n) <= M for n in frame_lengths)):
         raise ValueError(f"frame_lengths: expected None or {T} ints in 0..{M}, got {list(frame_lengths)}")
-    sides = [math.isqrt(n) for n in tokens_per_scale]
-    if not 1 <= len(sides) <= 4 or any(g < 1 or g * g != n for g, n in zip(sides, tokens_per_scale)):
-        raise ValueError(f"tokens_per_scale: expected 1 to 4 positive perfect squares, got {tuple(tokens_per_scale)}")
-    if tiles is not None:
-        nh, nw = tiles
-        if nh < 1 or nw < 1 or nh * nw != B:
-            raise ValueError(f"tiles: expected an nh x nw grid of the {B} rows, got {tuple(tiles)}")
-        if extents is not None:
-            if len(extents) != len(sides):
-                raise ValueError(f"extents: expected {len(sides)} (rows, cols) pairs, got {len(extents)}")
-            for s, ((r, c), g) in enumerate(zip(extents, sides)):
-                if not (0 <= r <= nh * g and 0 <= c <= nw * g):
-                    raise ValueError(f"extents[{s}]: expected rows <= {nh * g} and cols <= {nw * g}, got ({r}, {c})")
-    return sides
+    sides = _grid_sides(tokens_per_scale)
+    if tiles is None:
+        return sides, None
+    nh, nw = tiles
+    if nh < 1 or nw < 1 or nh * nw != B:
+        raise ValueError(f"tiles: expected an nh x nw grid of the {B} rows, got {tuple(tiles)}")
+    return sides, _extents(sides, nh, nw, crop)
 
 
 def trace_record(ids: torch.Tensor, conf: torch.Tensor, lens: torch.Tensor, frame_lengths: Sequence[int] | None,
                  tokens_per_scale: Sequence[int], tiles: tuple[int, int] | None = None,
-                 extents: Sequence[tuple[int, int]] | None = None) -> dict[str, object]:
+                 crop: Sequence[tuple[int, int]] | None = None) -> dict[str, object]:
     """ids [T, B, M] int64 (EOS = NV = sum(tokens_per_scale) past each row's length), conf [T, B, M] fp32, lens
     [T, B] int32/int64 row lengths; frame_lengths: the T values max_b lens[t] (the caller read them at its sync:
     they size the outputs), or None to launch before that sync: gazing_pos, if_padded_gazing and confidence are
     then [B, T*M] and only their first N = sum_t L_t columns are written (:func:`cut_record` takes them once
-    the widths are known). tiles: (nh, nw) with nh*nw = B to also stitch; extents: per scale the stitched (rows,
-    cols) kept top-left (default nh*g_s x nw*g_s).
+    the widths are known). tiles: (nh, nw) with nh*nw = B to also stitch; crop: per scale the stitched (rows,
+    cols) kept top-left (default nh*g_s x nw*g_s; as ``mask_scatter.scatter_and_stitch``).
 
     Returns ``assemble_record``'s dict (gazing_pos, if_padded_gazing, num_gazing_each_frame, gazing_mask) plus
     confidence [B, N] and, with tiles, scale_masks (a tuple of [T, R_s, C_s] bool)."""
-    sides = _check_inputs(ids, conf, lens, frame_lengths, tokens_per_scale, tiles, extents)
+    sides, ext = _check_inputs(ids, conf, lens, frame_lengths, tokens_per_scale, tiles, crop)
     T, B, M = ids.shape
     dev = ids.device
     nv = sum(g * g for g in sides)
@@ -154,14 +146,13 @@ def trace_record(ids: torch.Tensor, conf: torch.Tensor, lens: torch.Tensor, fram
     num = torch.empty(T, dtype=torch.int64, device=dev)
     masks = [torch.empty(B, T, g * g, dtype=torch.float32, device=dev) for g in sides]
     stitch = tiles is not None
-    nh, nw = tiles if stitch else (1, B)
-    ext = list(extents) if extents is not None else [(nh * g, nw * g) for g in sides]
+    nw = tiles[1] if stitch else B
+    ext = ext if stitch else [(0, 0)] * len(sides)
     stitched = [torch.empty(T, r, c, dtype=torch.bool, device=dev) for r, c in ext] if stitch else []
     fill = 4 - len(sides)
     rc = [x for e in ext + [(0, 0)] * fill for x in e]
     _trace_record_kernel[(B, T)](
-        ids, conf, lens, pos, pad, cout, num, *(masks + [masks[0]] * fill),
-        *((stitched + [stitched[0]] * fill) if stitch else [pos] * 4),
+        ids, conf, lens, pos, pad, cout, num, *_pad4(masks), *(_pad4(stitched) if stitch else [pos] * 4),
         B, T, M, N, nw, *rc, *(sides + [1] * fill),
         NUM_SCALES=len(sides), NV=nv, NV_PAD=triton.next_power_of_2(nv), T_PAD=triton.next_power_of_2(T),
         B_BLOCK=min(64, triton.next_power_of_2(B)), M_PAD=triton.next_power_of_2(M), BLOCK_L=32, STITCH=stitch)
@@ -185,7 +176,7 @@ def cut_record(rec: dict[str, object], frame_lengths: Sequence[int]) -> dict[str
 
 def trace_record_ref(ids: torch.Tensor, conf: torch.Tensor, lens: torch.Tensor, frame_lengths: Sequence[int],
                      tokens_per_scale: Sequence[int], tiles: tuple[int, int] | None = None,
-                     extents: Sequence[tuple[int, int]] | None = None) -> dict[str, object]:
+                     crop: Sequence[tuple[int, int]] | None = None) -> dict[str, object]:
     """Torch reference of :func:`trace_record`: the per-frame [B, L_t] slices through the functions it replaces
     (``lens`` only checked: the slices' pads are EOS)."""
     from types import SimpleNamespace
@@ -202,7 +193,7 @@ def trace_record_ref(ids: torch.Tensor, conf: torch.Tensor, lens: torch.Tensor, 
     out["confidence"] = torch.cat([conf[t, :, :n] for t, n in enumerate(frame_lengths)], dim=1)
     if tiles is not None:
         nh, nw = tiles
-        ext = list(extents) if extents is not None else [(nh * g, nw * g) for g in sides]
+        ext = list(crop) if crop is not None else [(nh * g, nw * g) for g in sides]
         grid = SimpleNamespace(tiles=(nh, nw), grid_sizes=tuple(sides), stitched_shape=lambda s: ext[s])
         out["scale_masks"] = stitch_masks(out["gazing_mask"], grid)
     return out

@@ -281,8 +281,7 @@ class AutoGaze:
         B, T = video.shape[:2]
         budgets = self.budgets(gazing_ratio, T, max_gaze_tokens_each_frame)
         tau = None if task_loss_requirement is None else thresholds(task_loss_requirement, B, T, self.device)
-        prepare = record_preparer(self.config) if self.backend == "triton" else None
-        g = self._generate(video, budgets, tau, batch_semantics, prepare=prepare)
+        g = self._generate(video, budgets, tau, batch_semantics, prepare=record_preparer(self.config))
         return self._trace(g.out, tau)
 
     def _trace(self, out: GenerationOutput, tau: torch.Tensor | None) -> GazeTrace:

@@ -271,7 +271,7 @@ class AutoGazePipeline:
         tau = _tau(opts)
         tau = None if tau is None else thresholds(tau, n, T, self.device)
         # one batch: its record's kernel is launched before the call's sync (overlapping the call's kernels)
-        prepare = record_preparer(self.model.config, grid) if step >= n and self.model.backend == "triton" else None
+        prepare = record_preparer(self.model.config, grid) if step >= n else None
         outs, caches = [], []
         for k, start in enumerate(range(0, n, step)):
             stop = min(n, start + step)

@@ -52,10 +52,10 @@ def record_of(cfg: AutoGazeConfig, out: "GenerationOutput", grid: "TileGrid | No
     if pf is not None and (pf.ids.is_cuda or interpreting()):
         from triton_autogaze.kernels.trace_record import cut_record, trace_record
 
-        tiles, extents = _stitching(cfg, grid)
-        if pf.prepared is not None and pf.prepared[0] == (tiles, extents):  # record_preparer(cfg, grid)'s launch
+        tiles, crop = _stitching(cfg, grid)
+        if pf.prepared is not None and pf.prepared[0] == (tiles, crop):  # record_preparer(cfg, grid)'s launch
             return cut_record(pf.prepared[1], pf.widths)
-        return trace_record(pf.ids, pf.confidence, pf.lens, pf.widths, cfg.tokens_per_scale, tiles, extents)
+        return trace_record(pf.ids, pf.confidence, pf.lens, pf.widths, cfg.tokens_per_scale, tiles, crop)
     rec = assemble_record(cfg, [f.ids for f in out.frames])
     rec["confidence"] = torch.cat([f.confidence for f in out.frames], dim=1)
     if grid is not None:
@@ -69,12 +69,15 @@ def record_preparer(cfg: AutoGazeConfig, grid: "TileGrid | None" = None):
     """The ``prepare`` hook of a Triton generation call (``TritonGenerator.run``) whose output goes to
     ``record_of(cfg, out, grid)`` with the same grid: it launches the record's kernel on the call's full-width
     outputs before the call's host sync, so that its host work overlaps the call's kernels. (``record_of`` with
-    another grid builds the record again.)"""
-    from triton_autogaze.kernels.trace_record import trace_record
+    another grid builds the record again; the torch generator never calls the hook.)"""
+    tiles, crop = _stitching(cfg, grid)
 
-    tiles, extents = _stitching(cfg, grid)
-    return lambda ids, conf, lens: ((tiles, extents),
-                                    trace_record(ids, conf, lens, None, cfg.tokens_per_scale, tiles, extents))
+    def prepare(ids: torch.Tensor, conf: torch.Tensor, lens: torch.Tensor):
+        from triton_autogaze.kernels.trace_record import trace_record
+
+        return (tiles, crop), trace_record(ids, conf, lens, None, cfg.tokens_per_scale, tiles, crop)
+
+    return prepare
 
 
 def _stitching(cfg: AutoGazeConfig, grid: "TileGrid | None"):

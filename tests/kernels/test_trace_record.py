@@ -46,7 +46,7 @@ def _same(out, ref):
             assert torch.equal(o, r), (key, s)
 
 
-@pytest.mark.parametrize("T,B,M,tiles,extents,empty", [
+@pytest.mark.parametrize("T,B,M,tiles,crop,empty", [
     (1, 1, 199, (1, 1), None, None),  # a streamed resize-224 frame
     (1, 1, 7, None, None, None),  # no tile grid: record and per-row masks only
     (3, 4, 37, (2, 2), [(3, 4), (5, 8), (14, 9), (28, 17)], None),  # full resolution: crop top-left
@@ -54,10 +54,10 @@ def _same(out, ref):
     (5, 3, 64, (1, 3), None, None),
     (2, 70, 9, (7, 10), None, None),  # more rows than one lens block (64)
 ])
-def test_trace_record_matches_torch(T, B, M, tiles, extents, empty):
+def test_trace_record_matches_torch(T, B, M, tiles, crop, empty):
     ids, conf, lens, widths = _padded(T, B, M, seed=T * 100 + B, empty_frame=empty)
-    _same(trace_record(ids, conf, lens, widths, SCALES, tiles, extents),
-          trace_record_ref(ids, conf, lens, widths, SCALES, tiles, extents))
+    _same(trace_record(ids, conf, lens, widths, SCALES, tiles, crop),
+          trace_record_ref(ids, conf, lens, widths, SCALES, tiles, crop))
 
 
 def test_trace_record_fewer_scales():
@@ -80,7 +80,7 @@ def test_trace_record_clear_errors():
         trace_record(ids, conf, lens, [3, 9], SCALES)
     with pytest.raises(ValueError, match="tiles: expected an nh x nw grid of the 2 rows"):
         trace_record(ids, conf, lens, widths, SCALES, (2, 2))
-    with pytest.raises(ValueError, match=r"extents\[1\]: expected rows <= 4"):
+    with pytest.raises(ValueError, match=r"crop\[1\]: expected rows <= 4"):
         trace_record(ids, conf, lens, widths, SCALES, (1, 2), [(2, 4), (5, 8), (7, 14), (14, 28)])
     with pytest.raises(ValueError, match="tokens_per_scale"):
         trace_record(ids, conf, lens, widths, (4, 15))
