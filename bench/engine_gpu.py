@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--no-graph", action="store_true")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--skip-big", action="store_true", help="skip the 45-row cases")
+    ap.add_argument("--extra-rows", type=int, nargs="*", default=[],
+                    help="also these row counts (independent rows, tau None and -2), e.g. 2 4")
     ap.add_argument("--check-rows", type=int, default=2, help="rows of the 8-clip case checked vs the reference")
     ap.add_argument("--only", default="", help="run only the cases whose name contains this (e.g. '1 clip')")
     ap.add_argument("--chunk", type=int, default=256, help="keys per attention split (engine default 256)")
@@ -150,10 +152,14 @@ def main() -> None:
     ap.add_argument("--prefill-block-c", type=int, default=None, help="--block-c of prefill feeds (default: same)")
     ap.add_argument("--prefill-merge-rows", type=int, default=None,
                     help="prefill feeds of at least this many rows: residual_norm before mlp_gate_up (default 1; 0 off)")
-    ap.add_argument("--prefill-mlp-block", type=int, default=None,
-                    help="with --prefill-merge-rows: tokens a prefill MLP program (default: the prefill block)")
-    ap.add_argument("--prefill-mlp-block-k", type=int, default=None,
-                    help="with --prefill-merge-rows: GEMM-shaped prefill MLP products, inner chunks of this (0 off)")
+    ap.add_argument("--prefill-gemm-rows", type=int, default=None,
+                    help="prefill feeds of at least this many rows: GEMM-shaped qkv / gate-up / down products (0 off)")
+    ap.add_argument("--decode-gemm-rows", type=int, default=None,
+                    help="decode feeds of at least this many rows: GEMM-shaped products too (0 off)")
+    for name, what in (("n", "tokens a GEMM program (64)"), ("k", "inner chunk (32)"),
+                       ("h", "qkv rotation pairs a program (32)"), ("i", "gate / up columns a program (32)"),
+                       ("c", "down columns a program (64)")):
+        ap.add_argument(f"--gemm-block-{name}", type=int, default=None, help=f"with --prefill-gemm-rows: {what}")
     ap.add_argument("--flat-decode", action=argparse.BooleanOptionalAction, default=None,
                     help="decode feeds' row-wise programs of 16 tokens across rows (flat=True; the default)")
     ap.add_argument("--flat-qkv", action=argparse.BooleanOptionalAction, default=None,
@@ -198,8 +204,10 @@ def main() -> None:
                       ("vocab_parts", "select_vocab_parts"), ("bf16_dots", "bf16_dots"), ("f64_dots", "f64_dots"),
                       ("max_programs", "max_programs"), ("max_chunk", "max_chunk"),
                       ("prefill_block_i", "prefill_block_i"), ("prefill_block_c", "prefill_block_c"),
-                      ("prefill_merge_rows", "prefill_merge_rows"), ("prefill_mlp_block", "prefill_mlp_block"),
-                      ("prefill_mlp_block_k", "prefill_mlp_block_k"), ("decode_programs", "decode_programs")):
+                      ("prefill_merge_rows", "prefill_merge_rows"), ("decode_programs", "decode_programs"),
+                      ("gemm_block_n", "gemm_block_n"), ("gemm_block_k", "gemm_block_k"),
+                      ("gemm_block_h", "gemm_block_h"), ("gemm_block_i", "gemm_block_i"),
+                      ("gemm_block_c", "gemm_block_c")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
     for arg in ("prefill_key_block", "large_decode_key_block"):
@@ -208,6 +216,10 @@ def main() -> None:
     for arg in ("flat_decode", "flat_qkv"):
         if getattr(args, arg) is not None:
             setattr(gen, arg, getattr(args, arg))
+    if args.prefill_gemm_rows is not None:
+        gen.prefill_gemm_rows = args.prefill_gemm_rows or None
+    if args.decode_gemm_rows is not None:
+        gen.decode_gemm_rows = args.decode_gemm_rows or None
     if args.prefill_max_programs is not None:
         gen.prefill_max_programs = args.prefill_max_programs or None
     if args.skip_dead is not None:
@@ -243,6 +255,10 @@ def main() -> None:
     if v45 is not None:
         cases += [("45 rows indep, tau None", v45, None, "independent"),
                   ("45 rows indep, tau -2", v45, -2.0, "independent")]
+    for r in args.extra_rows:
+        vr = batch(r)
+        cases += [(f"{r} rows indep, tau None", vr, None, "independent"),
+                  (f"{r} rows indep, tau -2", vr, -2.0, "independent")]
     cases = [c for c in cases if args.only in c[0]]
     print(f"device: {torch.cuda.get_device_name()}  dtype: {gen_kw['dtype']}  graphs: {not args.no_graph}  "
           f"chunk {args.chunk} key block {gen.key_block} down k {gen.mlp_block_k} block i {gen.mlp_block_i} "
@@ -255,7 +271,8 @@ def main() -> None:
           f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "
           f"{gen.prefill_key_block}/{gen.large_decode_key_block} flat decode {gen.flat_decode} (qkv {gen.flat_qkv}) "
           f"prefill merge rows {gen.prefill_merge_rows} "
-          f"mlp block / k {gen.prefill_mlp_block}/{gen.prefill_mlp_block_k} decode programs {gen.decode_programs} "
+          f"gemm rows {gen.prefill_gemm_rows}/{gen.decode_gemm_rows} (blocks n/k/h/i/c {gen.gemm_block_n}/{gen.gemm_block_k}/"
+          f"{gen.gemm_block_h}/{gen.gemm_block_i}/{gen.gemm_block_c}) decode programs {gen.decode_programs} "
           f"pdl {pdl_wanted(v1)} skip dead steps {skip}")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:

@@ -45,6 +45,32 @@ def slice_dot(a, w, TC: tl.constexpr):
     return out
 
 
+@triton.jit
+def acc_zeros(BM: tl.constexpr, BN: tl.constexpr, TC: tl.constexpr):
+    """The [BM, BN] accumulator of a K loop of ``acc_dot``: fp64 for TC == 3, else fp32."""
+    if TC == 3:
+        acc = tl.zeros([BM, BN], tl.float64)
+    else:
+        acc = tl.zeros([BM, BN], tl.float32)
+    return acc
+
+
+@triton.jit
+def acc_dot(acc, a, b, TC: tl.constexpr):
+    """acc + a @ b in the launch's product mode (see mode_dot), for GEMM-shaped K loops: with TC == 3 the
+    accumulator is fp64 (``acc_zeros``), so a K loop rounds once, at its end, as one fp64 product does."""
+    if TC == 0:
+        out = tl.dot(a, b.to(tl.float32), acc, input_precision="ieee")
+    elif TC == 3:
+        out = acc + tl.dot(a.to(tl.float64), b.to(tl.float64))  # (the fp64 dot's acc needs out_dtype)
+    elif TC == 1:
+        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    else:
+        out = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), acc,
+                     input_precision="ieee")
+    return out
+
+
 def tc_mode(bf16_dots: bool, f64_dots: bool = False) -> int:
     """The TC constexpr of a launch: 0 = IEEE fp32 products, 1 = bf16 tensor cores, 2 = their interpreter
     stand-in, 3 = fp32 operands on fp64 tensor cores."""

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._products import bf16_round, mode_dot, slice_dot, tc_mode
+from ._products import acc_dot, acc_zeros, bf16_round, slice_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
@@ -65,7 +65,7 @@ def _mlp_down_kernel(
         offs_o = cb * BC + tl.arange(0, BC)
         omask = offs_o < C
         if S == 1:
-            acc = tl.zeros([BN, BC], tl.float32)
+            acc = acc_zeros(BN, BC, TC)  # fp64 with fp64 products: one rounding at the loop's end
             for k0 in tl.static_range(0, I, BKI):
                 offs_k = k0 + tl.arange(0, BKI)
                 kmask = offs_k < I
@@ -73,7 +73,8 @@ def _mlp_down_kernel(
                             mask=nmask[:, None] & kmask[None, :], other=0.0)
                 w = tl.load(wd_ptr + offs_o[:, None] * I + offs_k[None, :], mask=omask[:, None] & kmask[None, :],
                             other=0.0)  # [BC, BKI]
-                acc += mode_dot(a, tl.trans(w), TC)
+                acc = acc_dot(acc, a, tl.trans(w), TC)
+            acc = acc.to(tl.float32)
         else:
             # the whole I axis at once, in S slices of KS multiplied in parallel and summed (short FMA chains)
             col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]

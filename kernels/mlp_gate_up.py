@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._products import bf16_round, mode_dot, slice_dot, tc_mode
+from ._products import acc_dot, acc_zeros, bf16_round, mode_dot, slice_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
@@ -69,8 +69,8 @@ def _mlp_gate_up_kernel(
         if BK > 0:
             # normed input, GEMM-shaped: the hidden axis in sequential chunks of BK (no padding of C to a power
             # of two; large prefill feeds, where a program's throughput matters more than its chain's latency)
-            g = tl.zeros([BN, BI], tl.float32)
-            u = tl.zeros([BN, BI], tl.float32)
+            g = acc_zeros(BN, BI, TC)  # fp64 with fp64 products: one rounding at the loop's end
+            u = acc_zeros(BN, BI, TC)
             for k0 in tl.static_range(0, C, BK):
                 offs_k = k0 + tl.arange(0, BK)
                 kmask = offs_k < C
@@ -79,8 +79,10 @@ def _mlp_gate_up_kernel(
                 wm = imask[:, None] & kmask[None, :]
                 wg = tl.load(wgu_ptr + offs_i[:, None] * C + offs_k[None, :], mask=wm, other=0.0)
                 wu = tl.load(wgu_ptr + (I + offs_i)[:, None] * C + offs_k[None, :], mask=wm, other=0.0)
-                g += mode_dot(a, tl.trans(wg), TC)
-                u += mode_dot(a, tl.trans(wu), TC)
+                g = acc_dot(g, a, tl.trans(wg), TC)
+                u = acc_dot(u, a, tl.trans(wu), TC)
+            g = g.to(tl.float32)
+            u = u.to(tl.float32)
         elif S == 1:
             offs_c = tl.arange(0, BLOCK_C)
             cmask = offs_c < C

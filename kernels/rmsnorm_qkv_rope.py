@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._products import bf16_round, mode_dot, slice_dot, tc_mode
+from ._products import acc_dot, acc_zeros, bf16_round, mode_dot, slice_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
@@ -34,7 +34,7 @@ def _rmsnorm_qkv_rope_kernel(
     B, n, n_parts, part_stride, x_sb, pos_sb, q_sb, q_sh, c_sb, c_sh, c_sl, eps,
     C: tl.constexpr, H: tl.constexpr, D: tl.constexpr, BLOCK_C: tl.constexpr, BN: tl.constexpr, HB: tl.constexpr,
     BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, WRITE_H: tl.constexpr, KS: tl.constexpr,
-    S: tl.constexpr, TC: tl.constexpr, FLAT: tl.constexpr,
+    S: tl.constexpr, TC: tl.constexpr, FLAT: tl.constexpr, BK: tl.constexpr,
     GDC: tl.constexpr,
 ):
     gdc_enter(GDC)  # first: see _pdl.py
@@ -77,7 +77,34 @@ def _rmsnorm_qkv_rope_kernel(
         head = offs_e // HALF
         dd = offs_e % HALF
         wrow = which * C + head * D + dd
-        if S == 1:
+        if BK > 0:
+            # GEMM-shaped (large prefill feeds, no residual partials): the rows' sums of squares over BK-wide
+            # chunks, then the hidden axis in sequential BK chunks into accumulator tiles (fp64 with fp64
+            # products: one rounding at the loop's end)
+            ss = tl.zeros([BN], tl.float32)
+            for k0 in tl.static_range(0, C, BK):
+                offs_k = k0 + tl.arange(0, BK)
+                hk = tl.load(x_ptr + b * x_sb + offs_n[:, None] * C + offs_k[None, :],
+                             mask=nmask[:, None] & (offs_k < C)[None, :], other=0.0)
+                ss += tl.sum(hk * hk, axis=1)
+            r = tl.math.rsqrt(ss / C + eps)
+            x1 = acc_zeros(BN, HB, TC)
+            x2 = acc_zeros(BN, HB, TC)
+            for k0 in tl.static_range(0, C, BK):
+                offs_k = k0 + tl.arange(0, BK)
+                kmask = offs_k < C
+                hk = tl.load(x_ptr + b * x_sb + offs_n[:, None] * C + offs_k[None, :],
+                             mask=nmask[:, None] & kmask[None, :], other=0.0)
+                lk = tl.load(ln_ptr + offs_k, mask=kmask, other=0.0).to(tl.float32)
+                a = lk[None, :] * (hk * r[:, None])
+                wm = emask[:, None] & kmask[None, :]
+                w1 = tl.load(w_ptr + wrow[:, None] * C + offs_k[None, :], mask=wm, other=0.0)
+                w2 = tl.load(w_ptr + (wrow + HALF)[:, None] * C + offs_k[None, :], mask=wm, other=0.0)
+                x1 = acc_dot(x1, a, tl.trans(w1), TC)
+                x2 = acc_dot(x2, a, tl.trans(w2), TC)
+            x1 = x1.to(tl.float32)
+            x2 = x2.to(tl.float32)
+        elif S == 1:
             offs_c = tl.arange(0, BLOCK_C)
             cmask = offs_c < C
             m2 = nmask[:, None] & cmask[None, :]
@@ -193,7 +220,7 @@ def _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin,
 
 def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
                      q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
-                     num_warps=4, split_k=0, bf16_dots=False, f64_dots=False, flat=False):
+                     num_warps=4, split_k=0, bf16_dots=False, f64_dots=False, flat=False, block_k=0):
     """Launch on the first ``n`` slots. Shapes (S = slot capacity of the activation buffers):
 
     x [B, S, C] fp32 residual; parts [P, B, S, C] fp32 or None (then h = x and h_out is unused);
@@ -207,6 +234,8 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
     ``flat``: a program takes ``block_n`` consecutive tokens of the B x n feed across row boundaries (see
     mlp_gate_up).
     ``f64_dots``: the products on fp64 tensor cores (kernels/_products.py; exclusive with ``bf16_dots``).
+    ``block_k`` (0: off; needs ``parts`` None): the hidden axis in sequential chunks of ``block_k`` (a power of two
+    >= 16) into accumulator tiles, a plain GEMM for large prefill feeds (``split_k`` is then ignored).
     """
     _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n)
     B, S, C = x.shape
@@ -215,7 +244,12 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
     if block_h < 16 or block_h & (block_h - 1):
         raise ValueError(f"block_h: expected a power of two >= 16, got {block_h}")
     check_bf16_dots(bf16_dots, w_qkv, "w_qkv")
-    ks, nks = split_slices(0 if bf16_dots else split_k, C, block_n, block_h)
+    if block_k:
+        if P:
+            raise ValueError("block_k: the chunked hidden axis takes no residual parts (parts must be None)")
+        if block_k < 16 or block_k & (block_k - 1):
+            raise ValueError(f"block_k: expected 0 or a power of two >= 16, got {block_k}")
+    ks, nks = split_slices(0 if bf16_dots or block_k else split_k, C, block_n, block_h)
     grid = (token_blocks(B, n, block_n, flat), 3 * triton.cdiv(H * D // 2, block_h))
     _rmsnorm_qkv_rope_kernel[grid](
         x, x if parts is None else parts, x if h_out is None else h_out, ln_w, w_qkv, cos_tab, sin_tab, pos,
@@ -224,7 +258,7 @@ def rmsnorm_qkv_rope(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, 
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), float(eps),
         C=C, H=H, D=D, BLOCK_C=triton.next_power_of_2(C), BN=block_n, HB=block_h,
         BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), WRITE_H=P > 0,
-        KS=ks, S=nks, TC=tc_mode(bf16_dots, f64_dots), FLAT=bool(flat), **pdl_options(pdl_wanted(x)),
+        KS=ks, S=nks, TC=tc_mode(bf16_dots, f64_dots), FLAT=bool(flat), BK=int(block_k), **pdl_options(pdl_wanted(x)),
         num_warps=num_warps,
     )
 
@@ -237,7 +271,7 @@ def row_go(alive: torch.Tensor, upstream: bool) -> torch.Tensor:
 
 def rmsnorm_qkv_rope_ref(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, jmin, alive,
                          q_out, k_cache, v_cache, n, eps, upstream, block_n=16, block_h=16,
-                         num_warps=4, split_k=0, bf16_dots=False, f64_dots=False, flat=False):
+                         num_warps=4, split_k=0, bf16_dots=False, f64_dots=False, flat=False, block_k=0):
     """Torch reference with the launcher's signature and in-place effects."""
     B, S, C = x.shape
     H, D = k_cache.shape[1], k_cache.shape[3]

@@ -6,6 +6,7 @@ vision embeddings (2 frames), budget 13 (ratio 0.05). GPU-only tests cover CUDA 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -464,20 +465,33 @@ def test_fed_segments_equal_one_call(model, vision, segment):
         g.run_fed(feed, 2, [20, 30, 20], None, "independent", segment=0)
 
 
-@pytest.mark.parametrize("merge,gemm", [(None, None), (2, None), (2, (64, 64))])
-def test_merged_prefill_residual_matches_reference(model, vision, merge, gemm):
+@pytest.mark.parametrize("merge,gemm,decode_gemm", [(None, None, None), (2, None, None), (2, 2, None), (2, 4, None),
+                                                    (None, None, 3)])
+def test_merged_prefill_residual_matches_reference(model, vision, merge, gemm, decode_gemm):
     """prefill_merge_rows (the default: every prefill): prefill feeds merge the attention residual and norm it
-    once a token (residual_norm) before mlp_gate_up(normed=True), optionally with GEMM-shaped MLP products
-    (prefill_mlp_block, prefill_mlp_block_k); None: mlp_gate_up merges in every program. With rows stopping at
-    different steps, the reference's tokens either way."""
+    once a token (residual_norm) before mlp_gate_up(normed=True), optionally with GEMM-shaped qkv, gate-up and
+    down products (prefill_gemm_rows: on for these 3 rows at 2, off at 4; decode_gemm_rows: decode feeds, with
+    their own merge); None: mlp_gate_up merges in every program. With rows stopping at different steps, the
+    reference's tokens either way."""
     cfg, w, _ = model
     g = TritonGenerator(w, cfg, use_cuda_graph=False)
     assert g.prefill_merge_rows == 1
     g.prefill_merge_rows = merge
-    if gemm is not None:
-        g.prefill_mlp_block, g.prefill_mlp_block_k = gemm
+    g.prefill_gemm_rows, g.decode_gemm_rows = gemm, decode_gemm
+    chunks = []  # block_k of every launch of the three products
+
+    def spy(fn):
+        def call(*a, **kw):
+            chunks.append(kw.get("block_k", 0))
+            return fn(*a, **kw)
+        return call
+
+    g.ops = dataclasses.replace(g.ops, rmsnorm_qkv_rope=spy(g.ops.rmsnorm_qkv_rope),
+                                mlp_gate_up=spy(g.ops.mlp_gate_up))
     v = torch.cat([vision[:2], vision[:1] * 0.9]).contiguous()
     tau = torch.tensor([[-5.0], [0.5], [-5.0]], device=DEV).expand(3, v.shape[1]).contiguous()
     out, st = g.run(v, [30] * v.shape[1], tau, "independent")
-    assert (st._ws.m is not None) == (merge is not None)
+    assert (st._ws.m is not None) == (merge is not None or decode_gemm is not None)
+    # the products are GEMM-shaped exactly when the rows reach prefill_gemm_rows or decode_gemm_rows
+    assert (g.gemm_block_k in chunks) == any(r is not None and v.shape[0] >= r for r in (gemm, decode_gemm))
     assert_same(out, reference(model, v, [30] * v.shape[1], tau, "independent"))

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from triton_autogaze.kernels.rmsnorm_qkv_rope import rmsnorm_qkv_rope, rmsnorm_qkv_rope_ref
+from tile_marks import interp_tile
 
 
 
@@ -32,7 +33,7 @@ def clone(a):
 
 
 @pytest.mark.parametrize("n,upstream,block_n,block_h,parts,split_k", [
-    (10, False, 16, 16, 2, 0), (26, True, 16, 64, 0, 0), (26, False, 32, 128, 3, 0),
+    (10, False, 16, 16, 2, 0), (26, True, 16, 64, 0, 0), pytest.param(26, False, 32, 128, 3, 0, marks=interp_tile),
     (10, False, 16, 16, 2, 32), (26, True, 16, 64, 0, 64), (26, False, 32, 16, 0, 16)])
 def test_matches_ref(device, n, upstream, block_n, block_h, parts, split_k):
     a = make(device, parts)
@@ -112,11 +113,13 @@ def test_bf16_dots(device, n, upstream, block_n):
         rmsnorm_qkv_rope(**make(device), n=n, eps=1e-5, upstream=upstream, bf16_dots=True)
 
 
-@pytest.mark.parametrize("n,split_k,upstream,parts", [(10, 32, False, 0), (10, 0, True, 0), (7, 32, True, 2),
-                                                      (13, 16, False, 2)])
-def test_flat_token_blocks_match_ref(device, n, split_k, upstream, parts):
+@pytest.mark.parametrize("n,split_k,upstream,parts,block_k", [(10, 32, False, 0, 0), (10, 0, True, 0, 0),
+                                                              (7, 32, True, 2, 0), (13, 16, False, 2, 0),
+                                                              (26, 0, True, 0, 32), (13, 0, False, 0, 64)])
+def test_flat_token_blocks_match_ref(device, n, split_k, upstream, parts, block_k):
     """flat=True: programs of 16 consecutive tokens of the B x n feed straddle rows, so each token takes its
-    own row's positions, cache offset, first real slot and alive flag (3 rows, the middle one stopped)."""
+    own row's positions, cache offset, first real slot and alive flag (3 rows, the middle one stopped); also
+    with the GEMM-shaped chunks of large prefill feeds (block_k)."""
     g = torch.Generator().manual_seed(1)
     r = lambda *s: torch.randn(*s, generator=g).to(device)  # noqa: E731
     B3 = 3
@@ -132,9 +135,34 @@ def test_flat_token_blocks_match_ref(device, n, split_k, upstream, parts):
         v_cache=torch.zeros(B3, H, L, D, device=device),
     )
     b = clone(a)
-    rmsnorm_qkv_rope(**a, n=n, eps=1e-5, upstream=upstream, block_n=16, block_h=16, split_k=split_k, flat=True)
+    rmsnorm_qkv_rope(**a, n=n, eps=1e-5, upstream=upstream, block_n=16, block_h=16, split_k=split_k, flat=True,
+                     block_k=block_k)
     rmsnorm_qkv_rope_ref(**b, n=n, eps=1e-5, upstream=upstream)
     for key in ("q_out", "k_cache", "v_cache", "h_out"):
         close(a[key], b[key])
     if not upstream:
         assert not a["q_out"][1].any() and not a["k_cache"][1].any()
+
+
+@pytest.mark.parametrize("n,upstream,block_n,block_h,block_k,f64", [
+    (26, False, 16, 16, 32, False), (26, True, 32, 32, 64, True), (10, False, 16, 64, 16, True),
+    (26, False, 32, 16, 256, False)])
+def test_gemm_chunks_match_ref(device, n, upstream, block_n, block_h, block_k, f64):
+    """block_k: the norm's sums of squares and then the product over the hidden axis in sequential chunks into
+    one accumulator tile per output half (fp64 with f64_dots); 256 >= C is one masked chunk."""
+    a = make(device, parts=0)
+    b = clone(a)
+    rmsnorm_qkv_rope(**a, n=n, eps=1e-5, upstream=upstream, block_n=block_n, block_h=block_h, block_k=block_k,
+                     f64_dots=f64)
+    rmsnorm_qkv_rope_ref(**b, n=n, eps=1e-5, upstream=upstream)
+    for key in ("q_out", "k_cache", "v_cache"):
+        close(a[key], b[key])
+    if not upstream:
+        assert not a["q_out"][1].any() and not a["k_cache"][1].any()
+
+
+def test_gemm_chunks_bad_arguments(device):
+    with pytest.raises(ValueError, match="block_k.*parts"):
+        rmsnorm_qkv_rope(**make(device, parts=2), n=10, eps=1e-5, upstream=False, block_k=32)
+    with pytest.raises(ValueError, match="block_k"):
+        rmsnorm_qkv_rope(**make(device, parts=0), n=10, eps=1e-5, upstream=False, block_k=24)

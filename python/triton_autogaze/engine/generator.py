@@ -175,14 +175,27 @@ class TritonGenerator:
         # clip unchanged (62.7 / 62.9, bf16 35.3 / 34.9), so on for every prefill (None: off;
         # bench/engine_gpu.py --prefill-merge-rows)
         self.prefill_merge_rows: int | None = 1
-        # With the merge on, the prefill MLP as two GEMM-shaped products: programs of prefill_mlp_block tokens
-        # (None: prefill_block) walk the inner axis in sequential chunks of prefill_mlp_block_k (0: off, the
-        # sliced products of prefill_split_k), for large feeds where throughput matters more than a chain's
-        # latency. Off: H200, fp32 45 rows 593.5 -> 586.4 ms with 64 tokens, 64 columns and 32-wide chunks, but
-        # 8 clips 147.7 -> 148.5; 64-wide chunks 1.16x slower; bf16 135.0 -> 134.5 (bench/engine_gpu.py
-        # --prefill-mlp-block / --prefill-mlp-block-k)
-        self.prefill_mlp_block: int | None = None
-        self.prefill_mlp_block_k = 0
+        # Prefill feeds of at least this many rows run their qkv, gate-up and down products as GEMMs: programs of
+        # gemm_block_n consecutive tokens across rows (flat), each inner axis in sequential chunks of gemm_block_k
+        # into accumulator tiles (fp64 with fp64 products, one rounding at the end), output tiles of 64 columns
+        # (gemm_block_h rotation pairs, gemm_block_i gate and up columns, gemm_block_c down columns). Needs the
+        # merged prefill residual (prefill_merge_rows). A Triton GEMM of these shapes on fp64 tensor cores runs at
+        # 42-50 TFLOP/s on an H100 (bench/gemm_probe.py, 45 rows: 41 / 56 / 30 us for the three products, against
+        # 229 / 247 / 107 us for the sliced products of 32-token programs). H100, fp32, alternating in one call
+        # (bench/engine_gpu.py --prefill-gemm-rows 1 --gemm-block-h 16, RESULTS.md seventeenth pass): 45 rows
+        # 299 -> 278 ms, tau -2 120 -> 98; 8 clips 84-87 -> 81-85, tau -2 29.4 -> 26.8; 4 rows 63.4 -> 62.1, tau -2
+        # 19.6 -> 18.7; but 2 rows 51.4 -> 54.2 and one clip 44.0 -> 45.0 (too few programs): on from 4 rows.
+        # 16 rotation pairs a qkv program (32: 44 bytes spilled a thread). None: off.
+        self.prefill_gemm_rows: int | None = None if interp else 4
+        # the same for decode feeds (10 tokens a row) of at least this many rows, with residual_norm before
+        # mlp_gate_up as in prefill. Off: a decode feed is latency-bound, not throughput-bound (H100, from 8 rows:
+        # 8 clips 79-83 -> 115-118 ms, 45 rows 277-279 -> 279-280, tau -2 98 -> 106; 32-token programs no better)
+        self.decode_gemm_rows: int | None = None
+        self.gemm_block_n = 64
+        self.gemm_block_k = 32
+        self.gemm_block_h = 16
+        self.gemm_block_i = 32
+        self.gemm_block_c = 64
         # heads_select programs a head, each reading 1/P of its lm_head rows: on the GPU one 32-row vocabulary
         # chunk a program (9 for 266 ids: 71.1 -> 67.0 ms a clip, bench/RESULTS.md sixth pass)
         self.select_vocab_parts = 1 if interp else -(-d.vocab_size // 32)
@@ -447,19 +460,24 @@ class TritonGenerator:
         warps = self.prefill_linear_warps if prefill else self.linear_warps
         bi = (prefill and self.prefill_block_i) or self.mlp_block_i
         bc = (prefill and self.prefill_block_c) or self.mlp_block_c
-        merge = bool(prefill and self.prefill_merge_rows and ws.rows >= self.prefill_merge_rows)
+        if prefill:
+            merge = bool(self.prefill_merge_rows and ws.rows >= self.prefill_merge_rows)
+            gemm = merge and bool(self.prefill_gemm_rows) and ws.rows >= self.prefill_gemm_rows
+        else:  # a GEMM's chunked hidden axis reads the merged, normed residual (residual_norm)
+            gemm = merge = bool(self.decode_gemm_rows) and ws.rows >= self.decode_gemm_rows
         if merge and ws.m is None:
-            ws.m = torch.empty_like(ws.hA)  # the normed h1 of a prefill feed (residual_norm -> mlp_gate_up)
-        gemm_k = self.prefill_mlp_block_k if merge else 0
-        mblock = (merge and self.prefill_mlp_block) or block
+            ws.m = torch.empty_like(ws.hA)  # the normed h1 of a feed (residual_norm -> mlp_gate_up)
+        gemm_k = self.gemm_block_k if gemm else 0
+        gblock = self.gemm_block_n if gemm else block
         ob = self.oproj_block_for(ws.rows, n, scratch.bq, key_end, chunk,
                                   "f64" if f64["attention"] else ("bf16" if tc else "fp32"))
         for li, lw in enumerate(self.w.layers):
             x_in = ws.x if li == 0 else ws.hB
             ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
                                  pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
-                                 block_n=block, block_h=self.head_block, split_k=split, bf16_dots=tc,
-                                 f64_dots=f64["qkv"], flat=flat and self.flat_qkv, num_warps=warps)
+                                 block_n=gblock, block_h=self.gemm_block_h if gemm else self.head_block,
+                                 split_k=split, bf16_dots=tc, f64_dots=f64["qkv"],
+                                 flat=gemm or (flat and self.flat_qkv), block_k=gemm_k, num_warps=warps)
             ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
                           scratch, n, key_end, upstream, block_q=scratch.bq, chunk=chunk,
                           block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps,
@@ -468,11 +486,13 @@ class TritonGenerator:
             if merge:
                 ops.residual_norm(x_in, ws.opart, ws.hA, lw["ln2"], alive, ws.m, n, eps, upstream, block_n=block)
             ops.mlp_gate_up(ws.m if merge else x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n,
-                            eps, upstream, block_n=mblock, block_i=bi, split_k=split, bf16_dots=tc,
-                            f64_dots=f64["gate_up"], flat=flat, normed=merge, block_k=gemm_k, num_warps=warps)
-            ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=mblock,
-                         block_c=bc, block_k=gemm_k or self.mlp_block_k, split_k=0 if gemm_k else split,
-                         bf16_dots=tc, f64_dots=f64["down"], flat=flat, num_warps=warps)
+                            eps, upstream, block_n=gblock, block_i=self.gemm_block_i if gemm else bi, split_k=split,
+                            bf16_dots=tc, f64_dots=f64["gate_up"], flat=flat or gemm, normed=merge, block_k=gemm_k,
+                            num_warps=warps)
+            ops.mlp_down(ws.hA, ws.act, lw["down"], alive, ws.hB, n, upstream, block_n=gblock,
+                         block_c=self.gemm_block_c if gemm else bc, block_k=gemm_k or self.mlp_block_k,
+                         split_k=0 if gemm else split, bf16_dots=tc, f64_dots=f64["down"], flat=flat or gemm,
+                         num_warps=warps)
 
     def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None,
                  prepare: Callable | None = None):
