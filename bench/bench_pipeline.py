@@ -122,9 +122,11 @@ def test_gpu_model_only(benchmark, gpu_pipe, clip_1080p, mode):
     grid = gpu_pipe.plan(1080, 1920, mode)
     tiles = gpu_pipe.packed_tiles(frames, grid)(range(grid.num_tiles))  # [n, 16, 3, h, w]
 
+    step = gpu_pipe.auto_tile_batch(tiles.shape[0])  # the pipeline's default tile_batch_size (all 45 on an H100)
+
     def run():
-        for start in range(0, tiles.shape[0], 8):  # the pipeline's default tile_batch_size
-            gpu_pipe.model.generate(tiles[start:start + 8], batch_semantics="independent", **GAZE)
+        for start in range(0, tiles.shape[0], step):
+            gpu_pipe.model.generate(tiles[start:start + step], batch_semantics="independent", **GAZE)
         _sync()
 
     benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
