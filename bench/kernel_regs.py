@@ -34,7 +34,7 @@ KERNELS = {  # module -> kernel attribute launched by the engine
     "residual_norm": "_residual_norm_kernel", "rmsnorm_qkv_rope": "_rmsnorm_qkv_rope_kernel",
 }
 GPU_SIZES = dict(mlp_block_i=16, mlp_block_c=16, prefill_block=32, head_block=16, key_block=64, decode_split_k=32,
-                 prefill_split_k=32, select_vocab_parts=9, f64_dots=1)
+                 prefill_split_k=32, select_vocab_parts=9, f64_dots=1, prefill_gemm_rows=4)
 
 
 def _type_of(v) -> str:

@@ -465,8 +465,7 @@ def test_fed_segments_equal_one_call(model, vision, segment):
         g.run_fed(feed, 2, [20, 30, 20], None, "independent", segment=0)
 
 
-@pytest.mark.parametrize("merge,gemm,decode_gemm", [(None, None, None), (2, None, None), (2, 2, None), (2, 4, None),
-                                                    (None, None, 3)])
+@pytest.mark.parametrize("merge,gemm,decode_gemm", [(None, None, None), (2, 2, None), (2, 4, None), (None, None, 3)])
 def test_merged_prefill_residual_matches_reference(model, vision, merge, gemm, decode_gemm):
     """prefill_merge_rows (the default: every prefill): prefill feeds merge the attention residual and norm it
     once a token (residual_norm) before mlp_gate_up(normed=True), optionally with GEMM-shaped qkv, gate-up and

@@ -30,11 +30,13 @@ def test_matches_ref(device, n, block_n, upstream):
         assert a["m_out"][1, :n].any()
 
 
-@pytest.mark.parametrize("split_k,block_k,block_n,block_i", [(0, 0, 32, 16), (64, 0, 32, 16), (64, 64, 32, 16),
-                                                           (0, 32, 16, 32)])
-def test_gate_up_on_normed_input_equals_the_fused_merge(device, split_k, block_k, block_n, block_i):
+@pytest.mark.parametrize("split_k,block_k,block_n,block_i,f64", [(0, 0, 32, 16, False), (64, 0, 32, 16, False),
+                                                               (64, 64, 32, 16, False), (0, 32, 16, 32, False),
+                                                               (0, 32, 64, 32, True)])
+def test_gate_up_on_normed_input_equals_the_fused_merge(device, split_k, block_k, block_n, block_i, f64):
     """residual_norm then mlp_gate_up(normed=True) gives the activations and h1 of mlp_gate_up's own merge, with
-    sliced products (split_k) or the hidden axis in sequential chunks (block_k, which takes over from split_k)."""
+    sliced products (split_k) or the hidden axis in sequential chunks (block_k, which takes over from split_k; with
+    f64_dots into an fp64 accumulator, the engine's prefill GEMM)."""
     a = make(device, seed=1)
     g = torch.Generator().manual_seed(2)
     w = (torch.randn(2 * I, C, generator=g) * 0.1).to(device)
@@ -42,7 +44,7 @@ def test_gate_up_on_normed_input_equals_the_fused_merge(device, split_k, block_k
     residual_norm(**a, n=n, eps=1e-5, upstream=False)
     act = torch.zeros(B, S, I, device=device)
     mlp_gate_up(a["m_out"], a["o_part"], a["h_out"], a["ln_w"], w, a["alive"], act, n, 1e-5, False,
-                block_n=block_n, block_i=block_i, split_k=split_k, normed=True, block_k=block_k)
+                block_n=block_n, block_i=block_i, split_k=split_k, normed=True, block_k=block_k, f64_dots=f64)
     h_ref, act_ref = torch.zeros(B, S, C, device=device), torch.zeros(B, S, I, device=device)
     mlp_gate_up_ref(a["x"], a["o_part"], h_ref, a["ln_w"], w, a["alive"], act_ref, n, 1e-5, False)
     torch.testing.assert_close(a["h_out"], h_ref, rtol=1e-5, atol=1e-5)

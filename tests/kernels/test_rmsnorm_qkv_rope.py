@@ -166,3 +166,17 @@ def test_gemm_chunks_bad_arguments(device):
         rmsnorm_qkv_rope(**make(device, parts=2), n=10, eps=1e-5, upstream=False, block_k=32)
     with pytest.raises(ValueError, match="block_k"):
         rmsnorm_qkv_rope(**make(device, parts=0), n=10, eps=1e-5, upstream=False, block_k=24)
+
+
+def test_gemm_chunks_bf16_dots(device):
+    """bf16 mode's GEMM-shaped path: each chunk's normalised activations rounded to bf16 on tensor cores, fp32
+    accumulation across chunks; bf16 cache entries."""
+    a = make(device, parts=0)
+    a["w_qkv"], a["ln_w"] = a["w_qkv"].bfloat16(), a["ln_w"].bfloat16()
+    a["k_cache"], a["v_cache"] = a["k_cache"].bfloat16(), a["v_cache"].bfloat16()
+    b = clone(a)
+    rmsnorm_qkv_rope(**a, n=26, eps=1e-5, upstream=True, block_n=32, block_k=64, bf16_dots=True, flat=True)
+    rmsnorm_qkv_rope_ref(**b, n=26, eps=1e-5, upstream=True, bf16_dots=True)
+    close(a["q_out"], b["q_out"], rtol=1e-3, atol=1e-4)
+    close(a["k_cache"].float(), b["k_cache"].float(), rtol=1e-2, atol=1e-2)
+    close(a["v_cache"].float(), b["v_cache"].float(), rtol=1e-2, atol=1e-2)
