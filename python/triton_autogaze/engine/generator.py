@@ -185,7 +185,8 @@ class TritonGenerator:
         # (bench/engine_gpu.py --prefill-gemm-rows 1 --gemm-block-h 16, RESULTS.md seventeenth pass): 45 rows
         # 299 -> 278 ms, tau -2 120 -> 98; 8 clips 84-87 -> 81-85, tau -2 29.4 -> 26.8; 4 rows 63.4 -> 62.1, tau -2
         # 19.6 -> 18.7; but 2 rows 51.4 -> 54.2 and one clip 44.0 -> 45.0 (too few programs): on from 4 rows.
-        # 16 rotation pairs a qkv program (32: 44 bytes spilled a thread). None: off.
+        # 16 rotation pairs a qkv program (32: 44 bytes spilled a thread). bf16 (tensor-core products): neutral,
+        # 45 rows 138.0 vs 138.8 ms, so one code path for both. None: off.
         self.prefill_gemm_rows: int | None = None if interp else 4
         # the same for decode feeds (10 tokens a row) of at least this many rows, with residual_norm before
         # mlp_gate_up as in prefill. Off: a decode feed is latency-bound, not throughput-bound (H100, from 8 rows:
