@@ -58,16 +58,12 @@ def acc_zeros(BM: tl.constexpr, BN: tl.constexpr, TC: tl.constexpr):
 @triton.jit
 def acc_dot(acc, a, b, TC: tl.constexpr):
     """acc + a @ b in the launch's product mode (see mode_dot), for GEMM-shaped K loops: with TC == 3 the
-    accumulator is fp64 (``acc_zeros``), so a K loop rounds once, at its end, as one fp64 product does."""
-    if TC == 0:
-        out = tl.dot(a, b.to(tl.float32), acc, input_precision="ieee")
-    elif TC == 3:
-        out = acc + tl.dot(a.to(tl.float64), b.to(tl.float64))  # (the fp64 dot's acc needs out_dtype)
-    elif TC == 1:
-        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    accumulator is fp64 (``acc_zeros``), so a K loop rounds once, at its end, as one fp64 product does; the other
+    modes add mode_dot's fp32 product."""
+    if TC == 3:
+        out = acc + tl.dot(a.to(tl.float64), b.to(tl.float64))
     else:
-        out = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), acc,
-                     input_precision="ieee")
+        out = acc + mode_dot(a, b, TC)
     return out
 
 
