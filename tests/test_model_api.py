@@ -199,3 +199,15 @@ def test_random_inputs_give_well_formed_outputs(model, B, T, H, W, ratio, tau, s
             dense = torch.cat([m[b, t] for m in out["gazing_mask"]])
             assert sorted(real) == dense.nonzero().flatten().tolist(), "masks consistent with ids"
         start += L
+
+
+@pytest.mark.parametrize("tau", [float("nan"), float("inf"), -float("inf"), 1e40, [0.5, float("nan")],
+                                 torch.tensor([[1e40]], dtype=torch.float64)])
+def test_thresholds_must_be_finite_in_fp32(tau):
+    """One value (filled on the device) and tensors (through the host) are held to the same rule: finite as fp32,
+    so 1e40 (inf in fp32) is refused either way."""
+    from triton_autogaze.model import thresholds
+
+    with pytest.raises(ValueError, match="finite"):
+        thresholds(tau, 1, 2, torch.device("cpu"))
+    assert thresholds(0.7, 2, 3, torch.device("cpu")).equal(torch.full((2, 3), 0.7))

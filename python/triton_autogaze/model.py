@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, validate_weights
@@ -72,10 +73,12 @@ def ratios_per_frame(gazing_ratio: Any, T: int) -> list[float]:
 def thresholds(task_loss_requirement: Any, B: int, T: int, device: torch.device) -> torch.Tensor:
     """A float, one value per frame [T], or anything broadcastable to [B, T] -> finite fp32 [B, T]."""
     if isinstance(task_loss_requirement, (int, float)) and not isinstance(task_loss_requirement, bool):
-        if not math.isfinite(task_loss_requirement):
+        with np.errstate(over="ignore"):  # as fp32, like the tensor path below: 1e40 is not finite there
+            value = float(np.float32(task_loss_requirement))
+        if not math.isfinite(value):
             raise ValueError("task_loss_requirement must be finite")
         # one value: filled on the device (no host tensor, pinning or copy: a streamed push builds one a frame)
-        return torch.full((B, T), float(task_loss_requirement), dtype=torch.float32, device=device)
+        return torch.full((B, T), value, dtype=torch.float32, device=device)
     tau = torch.as_tensor(task_loss_requirement, dtype=torch.float32).cpu()
     if tau.dim() == 1 and tau.numel() == T:
         tau = tau[None]  # one value per frame
