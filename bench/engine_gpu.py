@@ -160,6 +160,9 @@ def main() -> None:
                        ("h", "qkv rotation pairs a program (32)"), ("i", "gate / up columns a program (32)"),
                        ("c", "down columns a program (64)")):
         ap.add_argument(f"--gemm-block-{name}", type=int, default=None, help=f"with --prefill-gemm-rows: {what}")
+    ap.add_argument("--row-group-rows", type=int, default=None,
+                    help="independent calls: row groups of at least this many rows, each on its own stream (4; 0 off)")
+    ap.add_argument("--max-row-groups", type=int, default=None, help="at most this many row groups (4)")
     ap.add_argument("--flat-decode", action=argparse.BooleanOptionalAction, default=None,
                     help="decode feeds' row-wise programs of 16 tokens across rows (flat=True; the default)")
     ap.add_argument("--flat-qkv", action=argparse.BooleanOptionalAction, default=None,
@@ -220,6 +223,10 @@ def main() -> None:
         gen.prefill_gemm_rows = args.prefill_gemm_rows or None
     if args.decode_gemm_rows is not None:
         gen.decode_gemm_rows = args.decode_gemm_rows or None
+    if args.row_group_rows is not None:
+        gen.row_group_rows = args.row_group_rows or None
+    if args.max_row_groups is not None:
+        gen.max_row_groups = args.max_row_groups
     if args.prefill_max_programs is not None:
         gen.prefill_max_programs = args.prefill_max_programs or None
     if args.skip_dead is not None:

@@ -465,6 +465,65 @@ def test_fed_segments_equal_one_call(model, vision, segment):
         g.run_fed(feed, 2, [20, 30, 20], None, "independent", segment=0)
 
 
+def test_row_group_rule(model):
+    """row_groups: balanced, in order, at least row_group_rows rows a group and at most max_row_groups groups;
+    upstream semantics (rows wait for each other) and the default off CUDA stay one group."""
+    cfg, w, _ = model
+    g = TritonGenerator(w, cfg, use_cuda_graph=False)
+    assert g.row_group_rows is (4 if CUDA else None)
+    assert g.row_groups(45, "independent") == ([(0, 11), (11, 22), (22, 34), (34, 45)] if CUDA else [(0, 45)])
+    g.row_group_rows, g.max_row_groups = 4, 4
+    assert g.row_groups(45, "independent") == [(0, 11), (11, 22), (22, 34), (34, 45)]
+    assert g.row_groups(8, "independent") == [(0, 4), (4, 8)]
+    assert g.row_groups(7, "independent") == [(0, 7)]
+    assert g.row_groups(45, "upstream") == [(0, 45)]
+    g.row_group_rows = None
+    assert g.row_groups(45, "independent") == [(0, 45)]
+
+
+def test_row_groups_match_reference(model, vision):
+    """A call run as row groups (each its own workspace and call; on a GPU each on its own stream) gives the
+    reference's tokens at full width, hands the prepare hook all rows, returns one state that continues the same
+    groups, and that state is consumed as a whole."""
+    cfg, w, _ = model
+    g = TritonGenerator(w, cfg, use_cuda_graph=False)
+    g.row_group_rows, g.max_row_groups = 1, 2
+    v = torch.cat([vision, vision[:1] * 0.9], 0).contiguous()  # [3, 2, N, C]: groups of rows [0, 2) and [2, 3)
+    tau = torch.tensor([[-1.5, -2.0], [-2.0, -1.5], [0.5, 0.5]], device=DEV)
+    seen = []
+    whole, _ = g.run(v, [13, 13], tau, "independent", prepare=lambda i, c, n: seen.append(i.shape) or "made")
+    assert seen == [(2, 3, 13)] and whole.padded.prepared == "made"
+    assert_same(whole, reference(model, v, [13, 13], tau, "independent"))
+    first, st = g.run(v[:, :1].contiguous(), [13], tau[:, :1].contiguous(), "independent")
+    assert st.rows == 3 and [(a, b) for a, b, _ in st._parts] == [(0, 2), (2, 3)]
+    g.max_row_groups = 3  # a continuation keeps its state's groups
+    second, st2 = g.run(v[:, 1:].contiguous(), [13], tau[:, 1:].contiguous(), "independent", st)
+    assert st2.frames == 2 and [(a, b) for a, b, _ in st2._parts] == [(0, 2), (2, 3)]
+    for fa, fb in zip(first.frames + second.frames, whole.frames):
+        assert torch.equal(fa.ids, fb.ids)
+        torch.testing.assert_close(fa.confidence, fb.confidence, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="consumed"):
+        g.run(v[:, 1:].contiguous(), [13], tau[:, 1:].contiguous(), "independent", st)
+
+
+@needs_gpu
+def test_gpu_row_groups_on_streams_match_reference(model):
+    """Eight full-budget rows in the GPU's default groups (two of four, each a captured call on its own stream):
+    eager, captured and replayed calls all give the reference's tokens."""
+    cfg, w, _ = model
+    v2 = _clip(model, "batch2_t4")
+    v = torch.cat([v2 * s for s in (1.0, 0.95, 0.9, 1.05)], 0).contiguous()
+    B, T = v.shape[:2]
+    tau = torch.full((B, T), -2.0, device=DEV)
+    ref = reference(model, v, [198] * T, tau, "independent")
+    g = TritonGenerator(w, cfg, use_cuda_graph=True)
+    assert g.row_groups(B, "independent") == [(0, 4), (4, 8)]
+    for _ in range(3):
+        out, st = g.run(v, [198] * T, tau, "independent")
+        assert_same(out, ref)
+        assert len(st._parts) == 2
+
+
 @pytest.mark.parametrize("merge,gemm,decode_gemm", [(None, None, None), (2, 2, None), (2, 4, None), (None, None, 3)])
 def test_merged_prefill_residual_matches_reference(model, vision, merge, gemm, decode_gemm):
     """prefill_merge_rows (the default: every prefill): prefill feeds merge the attention residual and norm it

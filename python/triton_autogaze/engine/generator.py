@@ -7,6 +7,8 @@ frame_finish. Every step is launched; rows that finished (independent semantics)
 captured as one CUDA graph per (rows, budgets, tau or not, cache bound) shape. The only sync is at the end,
 to read the frame lengths. With task-loss stopping, a captured call nests each decode step in a CUDA-graph IF
 node on its alive flags (branches.py), so the steps after every row stopped are skipped on the device.
+An independent-semantics call of many rows runs as row groups, each its own call on its own CUDA stream before
+the one sync (``TritonGenerator.row_group_rows``).
 """
 
 from __future__ import annotations
@@ -34,11 +36,15 @@ _BUCKET = 1024  # streaming: round the start-of-call cache bound so that capture
 class EngineState:
     """Opaque generation state returned by :meth:`TritonGenerator.run`; pass it back to continue the clip.
 
-    A state is consumed by the call it is passed to (its buffers move on to the returned state).
+    A state is consumed by the call it is passed to (its buffers move on to the returned state). A call run as
+    row groups (see ``TritonGenerator.row_group_rows``) returns one state per group inside this one, and its
+    continuation keeps the same groups.
     """
 
-    def __init__(self, ws: Workspace, semantics: str, len_hi: int, pending_hi: int, frames: int):
+    def __init__(self, ws: Workspace | None, semantics: str, len_hi: int, pending_hi: int, frames: int,
+                 parts: list[tuple[int, int, EngineState]] | None = None):
         self._ws = ws
+        self._parts = parts  # grouped: (first row, end row, the group's state) in row order
         self.semantics = semantics
         self.len_hi = len_hi  # upper bound (exact max over rows at the last sync) of the cache length
         self.pending_hi = pending_hi
@@ -46,7 +52,26 @@ class EngineState:
 
     @property
     def rows(self) -> int:
+        if self._parts is not None:
+            return self._parts[-1][1]
         return self._ws.rows
+
+    @property
+    def consumed(self) -> bool:
+        if self._parts is not None:
+            return any(st._ws is None for _, _, st in self._parts)
+        return self._ws is None
+
+
+def _held():  # a workspace's owner while a call uses it (the pool hands out only workspaces without one)
+    return True
+
+
+class _Group:
+    """One row group of a call: rows [a, b), its workspace, call buffers, plan and graph key."""
+
+    def __init__(self, a: int, b: int, ws: Workspace, bufs: CallBuffers, plan: CallPlan, key: tuple):
+        self.a, self.b, self.ws, self.bufs, self.plan, self.key = a, b, ws, bufs, plan, key
 
 
 class TritonGenerator:
@@ -226,6 +251,19 @@ class TritonGenerator:
         # Off, or where the driver lacks conditional nodes, every step is launched (bench/engine_gpu.py
         # --no-skip-dead).
         self.skip_dead_steps = True
+        # Independent-semantics calls of many rows run as row groups: each group is its own call (workspace,
+        # captured graph) enqueued on its own CUDA stream, all before the call's one sync, so that one group's
+        # latency-bound kernels (the decode products, heads_select) run beside another's bandwidth-bound decode
+        # attention. Groups of at least row_group_rows rows, at most max_row_groups of them (None: off, the default
+        # off CUDA, where the groups would run one after another). Same tokens: independent rows never see each
+        # other. H100, fp32, full budget (bench/concurrency_probe.py, alternating in one process): 45 rows 277.8 ->
+        # 254.2 / 245.0 / 244.0 / 253.2 ms in 2 / 3 / 4 / 6 groups, default stopping (tau 0.7) 53.9 -> 52.8 / 51.5
+        # (2 / 3); 8 rows 81.2 -> 76.6 / 80.0 / 83.0 (2 / 4 / 6). Through the pipeline (bench_engine.py, 1080p
+        # AnyRes, 16 frames) 286.4 -> 253.5 ms. bf16 is off: 45 rows 136.8 -> 143.6 ms in 4 groups (its shorter
+        # tensor-core chains leave less to overlap); RESULTS.md eighteenth pass.
+        self.row_group_rows: int | None = None if interp or bf16 else 4
+        self.max_row_groups = 4
+        self._streams: list[torch.cuda.Stream] = []
         self._pool: dict[tuple, list[Workspace]] = {}
 
     # ----- public API ---------------------------------------------------------------------------------------
@@ -266,27 +304,56 @@ class TritonGenerator:
 
     def _run(self, feed, B: int, T: int, budgets, tau, semantics: str, state: EngineState | None, segment: int,
              prepare: Callable | None = None):
-        if state is None:
-            start_hi, pend_hi = 0, 0
-        else:
-            if state._ws is None:
+        if state is not None:
+            if state.consumed:
                 raise ValueError("state: already consumed by a previous run (use the state that run returned)")
             if state.rows != B or state.semantics != semantics:
                 raise ValueError(f"state: holds {state.rows} rows in '{state.semantics}' semantics, "
                                  f"got {B} rows in '{semantics}'")
-            start_hi = -(-state.len_hi // _BUCKET) * _BUCKET
-            pend_hi = self.K if state.pending_hi else 0
-        plan = make_plan(list(budgets), self.K, self.N, start_hi, pend_hi)
-        ws = self._workspace(B, semantics, plan.end_hi, state)
-        bufs = self._call_buffers(ws, T, max(budgets))
-        if tau is not None:
-            bufs.tau.copy_(tau.t())
-        key = (T, tuple(budgets), tau is not None, semantics, start_hi, pend_hi)
-        for a in range(0, T, segment):
-            b = min(T, a + segment)
-            bufs.vision[:, a:b].copy_(feed(a, b))
-            self._execute(ws, bufs, plan, key + (a, b), semantics == "upstream", tau is not None, range(a, b))
-        return self._collect(ws, bufs, T, semantics, state, prepare)
+            parts = state._parts or [(0, B, state)]
+        else:
+            parts = [(a, b, None) for a, b in self.row_groups(B, semantics)]
+        groups: list[_Group] = []
+        try:
+            for a, b, st in parts:
+                if st is None:
+                    start_hi, pend_hi = 0, 0
+                else:
+                    start_hi = -(-st.len_hi // _BUCKET) * _BUCKET
+                    pend_hi = self.K if st.pending_hi else 0
+                plan = make_plan(list(budgets), self.K, self.N, start_hi, pend_hi)
+                ws = self._workspace(b - a, semantics, plan.end_hi, st)
+                ws.owner = _held  # another group of the call must not get it from the pool
+                bufs = self._call_buffers(ws, T, max(budgets))
+                if tau is not None:
+                    bufs.tau.copy_(tau[a:b].t())
+                key = (T, tuple(budgets), tau is not None, semantics, start_hi, pend_hi)
+                groups.append(_Group(a, b, ws, bufs, plan, key))
+            if state is not None:
+                state._ws, state._parts = None, None
+            streams = self._group_streams(len(groups))
+            for a in range(0, T, segment):
+                b = min(T, a + segment)
+                v = feed(a, b)
+                for g, stream in zip(groups, streams):
+                    g.bufs.vision[:, a:b].copy_(v if len(groups) == 1 else v[g.a:g.b])
+                    with self._forked(stream):
+                        self._execute(g.ws, g.bufs, g.plan, g.key + (a, b), semantics == "upstream",
+                                      tau is not None, range(a, b))
+            self._join(streams)
+            return self._collect(groups, T, semantics, state, prepare)
+        except BaseException:
+            for g in groups:
+                g.ws.owner = None
+            raise
+
+    def row_groups(self, B: int, semantics: str) -> list[tuple[int, int]]:
+        """The row ranges [a, b) a fresh call of B rows runs as (see ``row_group_rows``): balanced, in order."""
+        n = 1
+        if self.row_group_rows and semantics == "independent":
+            n = max(1, min(self.max_row_groups, B // self.row_group_rows))
+        cuts = [round(i * B / n) for i in range(n + 1)]
+        return list(zip(cuts[:-1], cuts[1:]))
 
     # ----- internals ---------------------------------------------------------------------------------------
     def _check_vision(self, vision) -> tuple[int, int]:
@@ -495,20 +562,56 @@ class TritonGenerator:
                          split_k=0 if gemm else split, bf16_dots=tc, f64_dots=f64["down"], flat=flat or gemm,
                          num_warps=warps)
 
-    def _collect(self, ws: Workspace, bufs: CallBuffers, T: int, semantics: str, prev: EngineState | None,
+    def _group_streams(self, n: int) -> list:
+        """One side stream a group (None: the current stream, for a single group or off CUDA)."""
+        if n == 1 or self.device.type != "cuda":
+            return [None] * n
+        while len(self._streams) < n:
+            self._streams.append(torch.cuda.Stream(self.device))
+        return self._streams[:n]
+
+    @contextlib.contextmanager
+    def _forked(self, stream):
+        """Enqueue on ``stream`` after everything enqueued so far on the current stream (a no-op for None)."""
+        if stream is None:
+            yield
+            return
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            yield
+
+    def _join(self, streams) -> None:
+        cur = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        for s in streams:
+            if s is not None:
+                cur.wait_stream(s)
+
+    def _collect(self, groups: list[_Group], T: int, semantics: str, prev: EngineState | None,
                  prepare: Callable | None = None):
-        B = ws.rows
         # copies of the call's outputs at full width, enqueued before the sync (behind the call's kernels)
-        ids, conf = bufs.ids.clone(), bufs.conf.clone()
-        dev = torch.cat([bufs.lens.flatten(), ws.clen, ws.chunk_n])
+        if len(groups) == 1:
+            bufs = groups[0].bufs
+            ids, conf, lens = bufs.ids.clone(), bufs.conf.clone(), bufs.lens
+        else:
+            ids = torch.cat([g.bufs.ids for g in groups], dim=1)
+            conf = torch.cat([g.bufs.conf for g in groups], dim=1)
+            lens = torch.cat([g.bufs.lens for g in groups], dim=1)
+        B = ids.shape[1]
+        dev = torch.cat([lens.flatten()] + [g.ws.clen for g in groups] + [g.ws.chunk_n for g in groups])
         lens = dev[: T * B].view(T, B)
         prepared = None if prepare is None else prepare(ids, conf, lens)
         host = dev.cpu()  # the call's one sync
         widths = [int(x) for x in host[: T * B].view(T, B).max(dim=1).values]
         padded = PaddedFrames(ids, conf, lens, widths, prepared)
         out = GenerationOutput(frames=padded.frame_results(), padded=padded)
-        len_hi = int(host[T * B: T * B + B].max())
-        pend_hi = int(host[T * B + B:].max())
-        state = EngineState(ws, semantics, len_hi, pend_hi, (0 if prev is None else prev.frames) + T)
-        ws.owner = weakref.ref(state)
-        return out, state
+        frames = (0 if prev is None else prev.frames) + T
+        clen, chunk_n = host[T * B: T * B + B], host[T * B + B:]
+        states = []
+        for g in groups:
+            st = EngineState(g.ws, semantics, int(clen[g.a:g.b].max()), int(chunk_n[g.a:g.b].max()), frames)
+            g.ws.owner = weakref.ref(st)
+            states.append(st)
+        if len(groups) == 1:
+            return out, states[0]
+        return out, EngineState(None, semantics, int(clen.max()), int(chunk_n.max()), frames,
+                                parts=[(g.a, g.b, st) for g, st in zip(groups, states)])
