@@ -441,13 +441,15 @@ def test_bf16_engine_matches_torch_ops(model, vision, dots):
     assert compared >= total // 2, f"only {compared} of {total} decisions came before a row's first flip"
 
 
-@pytest.mark.parametrize("segment", [1, 2])
-def test_fed_segments_equal_one_call(model, vision, segment):
+@pytest.mark.parametrize("segment,groups", [(1, False), (2, False), (1, True)])
+def test_fed_segments_equal_one_call(model, vision, segment, groups):
     """run_fed: the clip's vision fed a few frames at a time into one call (rows stopping at different steps)
     gives the reference's tokens; feed(a, b) is asked for each segment in order, and a wrongly shaped piece is
-    a clear error."""
+    a clear error. ``groups``: the two rows as two row groups, each fed its rows of every segment."""
     cfg, w, _ = model
     g = TritonGenerator(w, cfg, use_cuda_graph=False)
+    if groups:
+        g.row_group_rows, g.max_row_groups = 1, 2
     v = torch.cat([vision, vision[:, :1] * 0.9], 1).contiguous()  # [2, 3, N, C]
     tau = torch.tensor([[-5.0], [0.5]], device=DEV).expand(2, 3).contiguous()
     asked = []
