@@ -258,9 +258,10 @@ class TritonGenerator:
         # off CUDA, where the groups would run one after another). Same tokens: independent rows never see each
         # other. H100, fp32, full budget (bench/concurrency_probe.py, alternating in one process): 45 rows 277.8 ->
         # 254.2 / 245.0 / 244.0 / 253.2 ms in 2 / 3 / 4 / 6 groups, default stopping (tau 0.7) 53.9 -> 52.8 / 51.5
-        # (2 / 3); 8 rows 81.2 -> 76.6 / 80.0 / 83.0 (2 / 4 / 6). Through the pipeline (bench_engine.py, 1080p
-        # AnyRes, 16 frames) 286.4 -> 253.5 ms. bf16 is off: 45 rows 136.8 -> 143.6 ms in 4 groups (its shorter
-        # tensor-core chains leave less to overlap); RESULTS.md eighteenth pass.
+        # (2 / 3); 24 rows 168.5 -> 154.8 / 145.8 / 147.9 / 148.6 (2 / 3 / 4 / 6); 8 rows 81.2 -> 76.6 / 80.0 / 83.0
+        # (2 / 4 / 6). Through the pipeline (bench_engine.py, 1080p AnyRes, 16 frames) 286.4 -> 253.5 ms. bf16 is
+        # off: 45 rows 136.8 -> 143.6 ms in 4 groups (its shorter tensor-core chains leave less to overlap);
+        # RESULTS.md eighteenth pass.
         self.row_group_rows: int | None = None if interp or bf16 else 4
         self.max_row_groups = 4
         self._streams: list[torch.cuda.Stream] = []
