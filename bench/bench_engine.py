@@ -1,7 +1,7 @@
 """pytest-benchmark suite of the Triton backend on one GPU (skipped without CUDA).
 
 Groups: generation alone (engine, 224px clips, B=1 and B=8, task-loss stopping off/on, fp32 and bf16, the torch
-reference beside it); end to end (AutoGaze.generate from normalised frames: embedding + generation); AnyRes
+reference beside it); many independent rows as one group vs the engine's row groups on concurrent streams; end to end (AutoGaze.generate from normalised frames: embedding + generation); AnyRes
 1280x720 and 1920x1080 clips of 2 and 16 frames through the pipeline; a tile batch size sweep; streaming
 latency of one 224px frame.
 
@@ -66,6 +66,25 @@ def test_generation(benchmark, model, B, tau):
     gen = model._generator()
     out = _bench(benchmark, lambda: gen.run(v, budgets, t, sem)[0])  # drop the state: the workspace is reused
     _info(benchmark, dtype=str(model.dtype), tokens=sum(int((f.ids != model.config.eos_id).sum()) for f in out.frames))
+
+
+@pytest.mark.benchmark(group="generation-row-groups-16f")
+@pytest.mark.parametrize("B", [8, 24, 45])
+@pytest.mark.parametrize("groups", ["one", "auto"])
+def test_generation_row_groups(benchmark, model, B, groups):
+    """Independent rows (full budget) as one group or in the engine's default row groups (fp32: up to 4, each a
+    captured call on its own CUDA stream; bf16 keeps one group either way). 24 / 45 rows: the 720p / 1080p tiles."""
+    v = model.encode(_video(B, 16))[0]
+    budgets = model.budgets(0.75, 16)
+    gen = model._generator()
+    saved = gen.row_group_rows
+    if groups == "one":
+        gen.row_group_rows = None
+    try:
+        _bench(benchmark, lambda: gen.run(v, budgets, None, "independent")[0], rounds=3)
+        _info(benchmark, dtype=str(model.dtype), groups=len(gen.row_groups(B, "independent")))
+    finally:
+        gen.row_group_rows = saved
 
 
 @pytest.mark.benchmark(group="generation-224-16f")
