@@ -479,6 +479,7 @@ def test_row_group_rule(model):
     assert g.row_groups(8, "independent") == [(0, 4), (4, 8)]
     assert g.row_groups(7, "independent") == [(0, 7)]
     assert g.row_groups(45, "upstream") == [(0, 45)]
+    assert g.row_groups(8, "upstream", no_stopping=True) == [(0, 4), (4, 8)]
     g.row_group_rows = None
     assert g.row_groups(45, "independent") == [(0, 45)]
 
@@ -506,6 +507,29 @@ def test_row_groups_match_reference(model, vision):
         torch.testing.assert_close(fa.confidence, fb.confidence, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="consumed"):
         g.run(v[:, 1:].contiguous(), [13], tau[:, 1:].contiguous(), "independent", st)
+
+
+def test_upstream_row_groups_without_stopping(model, vision):
+    """Upstream semantics without task-loss stopping runs as row groups (every row ends each frame on the budget,
+    so the rows never wait for each other) and gives the batched reference's tokens; when a continuation brings
+    stopping, the groups merge back into one workspace and the stream goes on exactly as if never grouped."""
+    cfg, w, _ = model
+    v = torch.cat([vision, vision[:1] * 0.9], 0).contiguous()  # [3, 2, N, C]
+    tau1 = torch.tensor([[-1.5], [-2.0], [0.5]], device=DEV)
+    outs = {}
+    for grouped in (False, True):
+        g = TritonGenerator(w, cfg, use_cuda_graph=False)
+        g.row_group_rows, g.max_row_groups = (1, 2) if grouped else (None, 1)
+        first, st = g.run(v[:, :1].contiguous(), [13], None, "upstream")
+        assert (st._parts is not None) == grouped
+        if grouped:
+            assert_same(first, reference(model, v[:, :1].contiguous(), [13], None, "upstream"))
+        second, st = g.run(v[:, 1:].contiguous(), [13], tau1, "upstream", st)
+        assert st._parts is None and st.rows == 3
+        outs[grouped] = first.frames + second.frames
+    for fa, fb in zip(outs[True], outs[False]):
+        assert torch.equal(fa.ids, fb.ids)
+        torch.testing.assert_close(fa.confidence, fb.confidence, rtol=0, atol=1e-6)
 
 
 @needs_gpu

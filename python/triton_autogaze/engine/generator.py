@@ -7,8 +7,8 @@ frame_finish. Every step is launched; rows that finished (independent semantics)
 captured as one CUDA graph per (rows, budgets, tau or not, cache bound) shape. The only sync is at the end,
 to read the frame lengths. With task-loss stopping, a captured call nests each decode step in a CUDA-graph IF
 node on its alive flags (branches.py), so the steps after every row stopped are skipped on the device.
-An independent-semantics call of many rows runs as row groups, each its own call on its own CUDA stream before
-the one sync (``TritonGenerator.row_group_rows``).
+A call of many rows that do not wait for each other (independent semantics, or no task-loss stopping) runs as row
+groups, each its own call on its own CUDA stream before the one sync (``TritonGenerator.row_group_rows``).
 """
 
 from __future__ import annotations
@@ -251,7 +251,8 @@ class TritonGenerator:
         # Off, or where the driver lacks conditional nodes, every step is launched (bench/engine_gpu.py
         # --no-skip-dead).
         self.skip_dead_steps = True
-        # Independent-semantics calls of many rows run as row groups: each group is its own call (workspace,
+        # Independent-semantics calls of many rows (and upstream-semantics ones without task-loss stopping, whose
+        # rows all end every frame on the budget together) run as row groups: each group is its own call (workspace,
         # captured graph) enqueued on its own CUDA stream, all before the call's one sync, so that one group's
         # latency-bound kernels (the decode products, heads_select) run beside another's bandwidth-bound decode
         # attention. Groups of at least row_group_rows rows, at most max_row_groups of them (None: off, the default
@@ -312,8 +313,10 @@ class TritonGenerator:
                 raise ValueError(f"state: holds {state.rows} rows in '{state.semantics}' semantics, "
                                  f"got {B} rows in '{semantics}'")
             parts = state._parts or [(0, B, state)]
+            if len(parts) > 1 and not self._rows_independent(semantics, tau):
+                parts = [(0, B, self._merge_groups(state))]  # stopping couples the rows again: one workspace
         else:
-            parts = [(a, b, None) for a, b in self.row_groups(B, semantics)]
+            parts = [(a, b, None) for a, b in self.row_groups(B, semantics, tau is None)]
         groups: list[_Group] = []
         try:
             for a, b, st in parts:
@@ -348,13 +351,33 @@ class TritonGenerator:
                 g.ws.owner = None
             raise
 
-    def row_groups(self, B: int, semantics: str) -> list[tuple[int, int]]:
-        """The row ranges [a, b) a fresh call of B rows runs as (see ``row_group_rows``): balanced, in order."""
+    def row_groups(self, B: int, semantics: str, no_stopping: bool = False) -> list[tuple[int, int]]:
+        """The row ranges [a, b) a fresh call of B rows runs as (see ``row_group_rows``): balanced, in order.
+        Independent semantics, or upstream semantics without task-loss stopping (``no_stopping``: every row then
+        ends each frame on the budget at the same step, so the rows never wait for each other)."""
         n = 1
-        if self.row_group_rows and semantics == "independent":
+        if self.row_group_rows and self._rows_independent(semantics, None if no_stopping else True):
             n = max(1, min(self.max_row_groups, B // self.row_group_rows))
         cuts = [round(i * B / n) for i in range(n + 1)]
         return list(zip(cuts[:-1], cuts[1:]))
+
+    @staticmethod
+    def _rows_independent(semantics: str, tau) -> bool:
+        """Whether a call's rows can run apart: upstream semantics couples them only through task-loss stopping."""
+        return semantics == "independent" or tau is None
+
+    def _merge_groups(self, state: EngineState) -> EngineState:
+        """One workspace holding every row of a grouped state (an upstream-semantics stream that was grouped
+        while it had no stopping and now has some); the groups' workspaces go back to the pool."""
+        parts = state._parts
+        cap = max(st._ws.capacity for _, _, st in parts)
+        ws = self._acquire(state.rows, cap)
+        ws.owner = _held
+        for a, _, st in parts:
+            ws.carry_rows_from(st._ws, a)
+            st._ws.owner, st._ws = None, None
+        state._parts = None
+        return EngineState(ws, state.semantics, state.len_hi, state.pending_hi, state.frames)
 
     # ----- internals ---------------------------------------------------------------------------------------
     def _check_vision(self, vision) -> tuple[int, int]:

@@ -128,14 +128,21 @@ class Workspace:
         self.chunk_n.zero_()
 
     def carry_from(self, old: "Workspace") -> None:
-        """Copy the persistent state of a smaller workspace (cache growth while streaming)."""
-        n = old.capacity
+        """Copy the persistent state of a smaller workspace of the same rows (cache growth while streaming)."""
+        self.carry_rows_from(old, 0)
+
+    def carry_rows_from(self, old: "Workspace", first: int) -> None:
+        """Copy the persistent state of ``old`` (no larger) into rows [first, first + old.rows) of this one."""
+        if old.capacity > self.capacity or first < 0 or first + old.rows > self.rows:
+            raise ValueError(f"carry_rows_from: {old.rows} rows x {old.capacity} tokens do not fit rows from {first} "
+                             f"of {self.rows} x {self.capacity}")
+        n, r = old.capacity, slice(first, first + old.rows)
         for dst, src in zip(self.k + self.v, old.k + old.v):
-            dst[:, :, :n].copy_(src)
-        self.keymask[:, :n].copy_(old.keymask)
+            dst[r, :, :n].copy_(src)
+        self.keymask[r, :n].copy_(old.keymask)
         for name in ("clen", "ccount", "chunk_n", "chunk_ids"):
-            getattr(self, name).copy_(getattr(old, name))
-        self.x[:, : self.K].copy_(old.x[:, : self.K])
+            getattr(self, name)[r].copy_(getattr(old, name))
+        self.x[r, : self.K].copy_(old.x[:, : self.K])
 
 
 class CallBuffers:
