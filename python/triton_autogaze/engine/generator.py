@@ -346,9 +346,12 @@ class TritonGenerator:
                                       tau is not None, range(a, b))
             self._join(streams)
             return self._collect(groups, T, semantics, state, prepare)
-        except BaseException:
+        except BaseException:  # the call's workspaces go back to the pool (a merged one too)
             for g in groups:
                 g.ws.owner = None
+            for _, _, st in parts:
+                if st is not None and st._ws is not None and st._ws.owner is _held:
+                    st._ws.owner = None
             raise
 
     def row_groups(self, B: int, semantics: str, no_stopping: bool = False) -> list[tuple[int, int]]:
