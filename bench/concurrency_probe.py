@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--tau", nargs="+", default=["none", "0.7"])
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--frames", type=int, default=16, help="frames of the clip (fewer: a quick CPU check)")
+    ap.add_argument("--bf16", action="store_true", help="the engine in bf16 (its default keeps one group)")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -48,7 +49,7 @@ def main() -> None:
     M = frame_budget(0.75, cfg.num_vision_tokens_each_frame)
     budgets = [M] * T
     g = torch.Generator(device="cpu").manual_seed(0)
-    gen = TritonGenerator(w, cfg)
+    gen = TritonGenerator(w, cfg, dtype=torch.bfloat16 if args.bf16 else torch.float32)
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
     print(f"{name}  rows  tau  | single ms | groups: ms (tokens)")
     for rows in args.rows:
