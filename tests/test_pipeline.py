@@ -307,6 +307,72 @@ def test_staged_upload_overlaps_chunks_with_the_same_trace(pipe, staged_calls):
     assert_same_trace(got, want)
 
 
+@pytest.mark.parametrize("mode,size,tile_batch", [("resize-224", (48, 64), None), ("anyres-tile-224", (240, 480), 3)])
+def test_trace_video_clips_per_call(pipe, tmp_path, mode, size, tile_batch):
+    """clips_per_call: consecutive clips of one length share one model call (their tiles as rows; in anyres over
+    several tile batches) and give the same traces as one clip at a time; a shorter last clip runs alone."""
+    pytest.importorskip("av")
+    from triton_autogaze.video import read_video, write_video
+
+    path = write_video(tmp_path / "clip.mp4", rgba(5, *size, seed=11)[..., :3])
+    decoded = read_video(path)
+    kw = dict(mode=mode, gazing_ratio=0.1, task_loss_requirement=0.3, tile_batch_size=tile_batch)
+    calls = []
+    gaze = pipe._gaze_tiles
+    pipe._gaze_tiles = lambda *a, **k: calls.append(k.get("rows")) or gaze(*a, **k)
+    try:
+        traces = list(pipe.trace_video(path, clip_len=2, clips_per_call=2, progress=False, **kw))
+    finally:
+        del pipe._gaze_tiles
+    n = pipe.plan(*size, mode).num_tiles
+    assert calls[0] == 2 * n  # the first two clips in one call
+    assert [t.start_frame for t in traces] == [0, 2, 4] and [t.num_frames for t in traces] == [2, 2, 1]
+    for i, t in enumerate(traces):
+        assert_same_trace(t, pipe.trace_rgba_clip(decoded[2 * i:2 * i + 2], **kw))
+    with pytest.raises(ValueError, match="clips_per_call"):
+        next(pipe.trace_video(path, clip_len=2, clips_per_call=0, progress=False))
+
+
+def test_rows_of_cuts_rows_to_their_own_lengths(pipe):
+    """rows_of: a row range of an independent output is laid out as if generated alone (each frame as wide as its
+    longest row there), from the merged per-row lengths or the engine's full-width frames."""
+    from triton_autogaze.pipeline import rows_of
+    from triton_autogaze.reference.generate import FrameResult, GenerationOutput, PaddedFrames, merge_rows
+
+    cfg = pipe.model.config
+    eos = cfg.eos_id
+
+    def row(*lens):  # one row's frames: ids 1..L, the last one a pad that still counts
+        frames = []
+        for L in lens:
+            ids = torch.arange(1, L + 1)[None]
+            ids[0, -1] = eos
+            frames.append(FrameResult(ids=ids, confidence=torch.rand(1, L)))
+        return GenerationOutput(frames=frames)
+
+    rows = [row(10, 20), row(20, 10), row(10, 10)]
+    merged = merge_rows(cfg, rows)
+    assert merged.row_lens.tolist() == [[10, 20, 10], [20, 10, 10]]
+    cut = rows_of(merged, 1, 3)
+    want = merge_rows(cfg, rows[1:])
+    for a, b in zip(cut.frames, want.frames):
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.confidence, b.confidence)
+    assert [f.ids.shape[1] for f in rows_of(merged, 2, 3).frames] == [10, 10]
+    ids = torch.full((2, 3, 20), eos)
+    conf = torch.zeros(2, 3, 20)
+    for t in range(2):
+        for b in range(3):
+            L = int(merged.row_lens[t, b])
+            ids[t, b, :L], conf[t, b, :L] = rows[b].frames[t].ids[0], rows[b].frames[t].confidence[0]
+    pf = PaddedFrames(ids, conf, merged.row_lens.to(torch.int32), [20, 20])
+    cut = rows_of(GenerationOutput(frames=pf.frame_results(), padded=pf), 1, 3)
+    assert cut.padded.widths == [20, 10]
+    for a, b in zip(cut.frames, want.frames):
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.confidence, b.confidence)
+    with pytest.raises(ValueError, match="own lengths"):
+        rows_of(GenerationOutput(frames=merged.frames), 0, 1)
+
+
 def test_trace_video_overlaps_large_clips(pipe, staged_calls, tmp_path, monkeypatch):
     """trace_video's clips take the same overlapped path as trace_rgba_clip (those longer than overlap_frames)."""
     pytest.importorskip("av")

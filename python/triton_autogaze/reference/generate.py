@@ -82,6 +82,9 @@ class PaddedFrames:
 class GenerationOutput:
     frames: list[FrameResult] = field(default_factory=list)
     padded: PaddedFrames | None = None  # the same frames at full width, where the generator holds them
+    # [T, B] int64 (CPU) each row's own frame length, where rows generated apart were padded to the longest
+    # (merge_rows); with ``padded`` its ``lens`` say the same
+    row_lens: torch.Tensor | None = None
 
 
 def new_state(decoder: Decoder, batch: int, capacity: int) -> GazeState:
@@ -206,6 +209,8 @@ def merge_rows(cfg: AutoGazeConfig, per_row: list[GenerationOutput]) -> Generati
     """Stack independently generated rows into one batch, padding each frame to the longest row with EOS."""
     eos = cfg.eos_id
     out = GenerationOutput()
+    out.row_lens = torch.tensor([[r.frames[t].ids.shape[1] for r in per_row] for t in range(len(per_row[0].frames))],
+                                dtype=torch.int64)
     for t in range(len(per_row[0].frames)):
         rows = [r.frames[t] for r in per_row]
         L = max(f.ids.shape[1] for f in rows)
