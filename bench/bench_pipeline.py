@@ -132,9 +132,10 @@ def test_gpu_model_only(benchmark, gpu_pipe, clip_1080p, mode):
     benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
 
 
-def _trace_video(pipe, max_frames):
+def _trace_video(pipe, max_frames, clips_per_call=1):
     frames = 0
-    for trace in pipe.trace_video(VIDEO, progress=False, max_frames=max_frames, **GAZE):
+    for trace in pipe.trace_video(VIDEO, progress=False, max_frames=max_frames, clips_per_call=clips_per_call,
+                                  **GAZE):
         frames += trace.num_frames
     _sync()
     return frames
@@ -152,9 +153,13 @@ def test_cpu_trace_video_fps(benchmark, cpu_pipe):
 @needs_cuda
 @needs_video
 @pytest.mark.benchmark(group="trace-video-example")
-def test_gpu_trace_video_fps(benchmark, gpu_pipe):
+@pytest.mark.parametrize("clips_per_call", [1, 4])
+def test_gpu_trace_video_fps(benchmark, gpu_pipe, clips_per_call):
+    """The example video's 4 clips of 16 frames one per model call, or all 4 in one (rows)."""
     _record_device(benchmark, "cuda")
-    frames = benchmark.pedantic(_trace_video, args=(gpu_pipe, None), rounds=3, iterations=1, warmup_rounds=1)
+    frames = benchmark.pedantic(_trace_video, args=(gpu_pipe, None, clips_per_call), rounds=3, iterations=1,
+                                warmup_rounds=1)
+    benchmark.extra_info["clips_per_call"] = clips_per_call
     benchmark.extra_info["frames"] = frames
     benchmark.extra_info["fps"] = frames / benchmark.stats.stats.mean
 
