@@ -50,6 +50,37 @@ def test_demo_trace_json(tmp_path, capsys):
     assert [f["token_id"] for f in last] == [f["token_id"] for f in doc["frames"][3]["fixations"]]
 
 
+def test_clips_per_call_gives_the_same_document(tmp_path, capsys):
+    """--clips-per-call: clips of one length share a model call (as rows); the document is the same as one clip a
+    call (confidences within float rounding) but for the setting itself, a shorter last clip running alone."""
+    docs = []
+    for n in (1, 3):
+        out = tmp_path / f"t{n}.json"
+        code, _, err = run(capsys, "trace", "--demo", "--model", "demo", "-o", out, "--max-frames", "7",
+                           "--frames-per-clip", "2", "--task-loss-requirement", "-2.5", "--clips-per-call", n, *FAST)
+        assert code == 0, err
+        docs.append(json.loads(out.read_text()))
+    a, b = docs
+    assert a["settings"].pop("clips_per_call") == 1 and b["settings"].pop("clips_per_call") == 3
+    assert [c["frame_offset"] for c in b["clips"]] == [0, 2, 4, 6]
+
+    def same(x, y, key=""):  # confidences within float rounding (batched encoding moves the last bits)
+        if isinstance(x, dict):
+            assert x.keys() == y.keys(), key
+            for k in x:
+                same(x[k], y[k], k)
+        elif isinstance(x, list):
+            assert len(x) == len(y), key
+            for u, v in zip(x, y):
+                same(u, v, key)
+        elif key == "confidence":
+            assert x == pytest.approx(y, abs=1e-6)
+        else:
+            assert x == y, key
+
+    same(a, b)
+
+
 def test_video_file_with_checkpoint_folder(tmp_path, capsys):
     pytest.importorskip("av")
     from triton_autogaze.video import write_video
@@ -122,7 +153,7 @@ def test_help_lists_every_flag_with_default(capsys):
     code, out, _ = run(capsys, "trace", "--help")
     assert code == 0
     for flag in ("--model", "--output", "--demo", "--device", "--backend", "--gazing-ratio",
-                 "--task-loss-requirement", "--frames-per-clip", "--max-frames", "--no-progress"):
+                 "--task-loss-requirement", "--frames-per-clip", "--clips-per-call", "--max-frames", "--no-progress"):
         assert flag in out
     for default in ("(default: 0.75)", "(default: 16)", "(default: auto)", "(default: trace.json)"):
         assert default in " ".join(out.split()), default

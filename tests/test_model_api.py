@@ -35,6 +35,26 @@ def test_generate_matches_upstream_call(model, clip):
     assert torch.equal(t2.gazing_pos, trace.gazing_pos)
 
 
+def test_generate_each_equals_one_clip_at_a_time(model, clip):
+    """generate_each: one batched call, one trace per clip laid out as that clip alone (rows stopping at
+    different steps, so the batch's frames are wider than some clips')."""
+    video = torch.cat([clip, clip.flip(-1), clip * 0.8], 0)
+    kw = dict(gazing_ratio=0.3, task_loss_requirement=-2.5)
+    traces = model.generate_each(video, **kw)
+    assert len(traces) == 3
+    batched = model.generate(video, **kw)
+    widths = set()
+    for b, t in enumerate(traces):
+        alone = model.generate(video[b:b + 1], **kw)
+        widths.add(tuple(t.num_gazing_each_frame.tolist()))
+        assert torch.equal(t.gazing_pos, alone.gazing_pos)
+        assert torch.equal(t.if_padded_gazing, alone.if_padded_gazing)
+        assert torch.equal(t.num_gazing_each_frame, alone.num_gazing_each_frame)
+        torch.testing.assert_close(t.confidence, alone.confidence, rtol=0, atol=1e-6)
+        assert torch.equal(t.task_loss_requirement, alone.task_loss_requirement)
+    assert len(widths) > 1 and tuple(batched.num_gazing_each_frame.tolist()) not in widths  # trimmed per clip
+
+
 def test_generate_is_deterministic(model, clip):
     a = model.generate(clip, gazing_ratio=0.3)
     b = model.generate(clip, gazing_ratio=0.3)

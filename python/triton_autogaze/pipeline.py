@@ -16,7 +16,7 @@ import torch
 from .config import PreprocessorConfig
 from .model import AutoGaze, check_video, thresholds
 from .record import record_of, record_preparer
-from .reference.generate import FrameResult, GenerationOutput, PaddedFrames
+from .reference.generate import FrameResult, GenerationOutput, PaddedFrames, row_lens, rows_of
 from .tiling import DEFAULT_MODE, TileGrid, affine_lut, check_mode, cut_tiles, plan_tiles, resize_canvas_float, \
     resize_packed
 from .trace import GazeTrace
@@ -463,34 +463,9 @@ def merge_outputs(eos: int, outs: list[GenerationOutput]) -> GenerationOutput:
         return GenerationOutput(frames=merged.frame_results(), padded=merged)
     ids = merge_tiles(eos, [[f.ids for f in o.frames] for o in outs])
     conf = merge_tiles(0.0, [[f.confidence for f in o.frames] for o in outs])
-    lens = [_row_lens(o) for o in outs]
+    lens = [row_lens(o) for o in outs]
     return GenerationOutput(frames=[FrameResult(ids=i, confidence=c) for i, c in zip(ids, conf)],
                             row_lens=None if any(x is None for x in lens) else torch.cat(lens, dim=1))
-
-
-def _row_lens(out: GenerationOutput) -> torch.Tensor | None:
-    """[T, B] int64 (CPU) each row's own frame length, where the output knows it (see GenerationOutput)."""
-    if out.padded is not None:
-        return out.padded.lens.to("cpu", torch.int64)
-    return out.row_lens
-
-
-def rows_of(out: GenerationOutput, start: int, stop: int) -> GenerationOutput:
-    """Rows [start, stop) of an independent-semantics output, laid out as a call of those rows alone would give
-    them: each frame as wide as its longest row there. Needs each row's own length (``GenerationOutput.padded``
-    or ``row_lens``): rows end in pads that count, so the ids alone cannot tell."""
-    lens = _row_lens(out)
-    if lens is None:
-        raise ValueError("rows_of: the output does not hold its rows' own lengths")
-    widths = [int(w) for w in lens[:, start:stop].max(dim=1).values]
-    pf = out.padded
-    if pf is not None:
-        cut = PaddedFrames(pf.ids[:, start:stop].contiguous(), pf.confidence[:, start:stop].contiguous(),
-                           pf.lens[:, start:stop].contiguous(), widths)
-        return GenerationOutput(frames=cut.frame_results(), padded=cut)
-    frames = [FrameResult(ids=f.ids[start:stop, :w], confidence=f.confidence[start:stop, :w])
-              for f, w in zip(out.frames, widths)]
-    return GenerationOutput(frames=frames, row_lens=lens[:, start:stop].clone())
 
 
 @functools.lru_cache(maxsize=None)
