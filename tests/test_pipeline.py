@@ -146,6 +146,20 @@ def test_default_tile_batch_is_automatic(pipe, monkeypatch):
         assert 1 <= pipe.auto_tile_batch(45) < 45  # 2 GB: 512 MB of caches, ~46 MB a row at 16 frames
 
 
+def test_automatic_tile_batches_are_even(pipe, monkeypatch):
+    """Over the automatic bound, tiles go in as few batches as it allows, of even size: 15 tiles at a bound of 6
+    run as 5 + 5 + 5, not 6 + 6 + 3 (an explicit tile_batch_size is taken as given)."""
+    sizes = _model_call_rows(pipe, monkeypatch)
+    monkeypatch.setattr(pipe, "auto_tile_batch", lambda n: 6)
+    frames = rgba(1, 460, 900)
+    pipe.trace_rgba_clip(frames, mode="tiled-full-resolution", gazing_ratio=0.01, task_loss_requirement=None)
+    assert sizes == [5, 5, 5]
+    sizes.clear()
+    pipe.trace_rgba_clip(frames, mode="tiled-full-resolution", gazing_ratio=0.01, task_loss_requirement=None,
+                         tile_batch_size=6)
+    assert sizes == [6, 6, 3]
+
+
 def test_full_resolution_fixations_stay_in_the_frame(pipe):
     trace = pipe.trace_rgba_clip(rgba(1, 230, 250, seed=4), mode="tiled-full-resolution", **SMALL)
     fixations = trace.source_fixations()[0]

@@ -152,7 +152,8 @@ class AutoGazePipeline:
                           tile_size=self.model.config.input_img_size)
 
     def auto_tile_batch(self, num_tiles: int) -> int:
-        """Tiles a model call takes when ``tile_batch_size`` is None. On a GPU every tile of a clip in one call, up
+        """The most tiles a model call takes when ``tile_batch_size`` is None (the tiles then go in as few calls as
+        that allows, of even size). On a GPU every tile of a clip in one call, up
         to AUTO_TILE_BATCH, and no more rows than a quarter of the device's memory holds KV caches for at the
         longest clip (max_num_frames frames at the full budget): 1080p's 45 tiles run as one batch (2 frames on an
         H100: 23 ms against 45 ms in batches of 8; bench/RESULTS.md). On the CPU 8, the former default (not
@@ -268,7 +269,10 @@ class AutoGazePipeline:
 
         The engine's per-frame ids go straight to one assembly: no per-batch trace is built and split again."""
         n = grid.num_tiles if rows is None else rows
-        step = opts.tile_batch_size or self.auto_tile_batch(n)
+        step = opts.tile_batch_size
+        if step is None:  # as few batches as the automatic bound allows, of even size (90 rows at 64: 45 + 45)
+            bound = self.auto_tile_batch(n)
+            step = -(-n // -(-n // bound))
         budgets = self.model.budgets(_ratio(opts), T, opts.max_gaze_tokens_each_frame)
         tau = _tau(opts)
         tau = None if tau is None else thresholds(tau, n, T, self.device)
