@@ -347,6 +347,26 @@ def test_trace_video_clips_per_call(pipe, tmp_path, mode, size, tile_batch):
         next(pipe.trace_video(path, clip_len=2, clips_per_call=0, progress=False))
 
 
+def test_trace_rgba_clips_equal_one_at_a_time(pipe):
+    """trace_rgba_clips: clips of one shape share a call (up to clips_per_call), a different shape starts the next;
+    every trace equals trace_rgba_clip of its clip."""
+    clips = [rgba(2, 60, 90, seed=s) for s in (1, 2, 3)] + [rgba(3, 60, 90, seed=4), rgba(3, 60, 90, seed=5)]
+    kw = dict(gazing_ratio=0.1, task_loss_requirement=-2.0)
+    calls = []
+    gaze = pipe._gaze_tiles
+    pipe._gaze_tiles = lambda *a, **k: calls.append(k.get("rows")) or gaze(*a, **k)
+    try:
+        traces = pipe.trace_rgba_clips(clips, clips_per_call=2, **kw)
+    finally:
+        del pipe._gaze_tiles
+    assert calls == [2, None, 2]  # clips 0-1 together, clip 2 alone (the limit), clips 3-4 (another length)
+    assert len(traces) == 5
+    for c, t in zip(clips, traces):
+        assert_same_trace(t, pipe.trace_rgba_clip(c, **kw))
+    with pytest.raises(TypeError, match=r"clips\[1\]"):
+        pipe.trace_rgba_clips([clips[0], clips[0].astype(np.float32)])
+
+
 def test_rows_of_cuts_rows_to_their_own_lengths(pipe):
     """rows_of: a row range of an independent output is laid out as if generated alone (each frame as wide as its
     longest row there), from the merged per-row lengths or the engine's full-width frames."""
