@@ -278,13 +278,8 @@ class AutoGaze:
         task_loss_requirement: stop a frame once the predicted task loss is <= this (None: no stopping).
         batch_semantics: "independent" (default; each clip as if run alone) or "upstream" (batch-coupled).
         """
-        if torch.is_tensor(video) and video.dim() == 4:
-            video = video[None]
-        video = check_video(video)
-        B, T = video.shape[:2]
-        budgets = self.budgets(gazing_ratio, T, max_gaze_tokens_each_frame)
-        tau = None if task_loss_requirement is None else thresholds(task_loss_requirement, B, T, self.device)
-        g = self._generate(video, budgets, tau, batch_semantics, prepare=record_preparer(self.config))
+        g, tau = self._generate_clips(video, gazing_ratio, task_loss_requirement, batch_semantics,
+                                      max_gaze_tokens_each_frame, record_preparer(self.config))
         return self._trace(g.out, tau)
 
     def generate_each(self, video: torch.Tensor, gazing_ratio: float | Sequence[float] = 0.75,
@@ -295,14 +290,21 @@ class AutoGaze:
         One model call for all clips: on a GPU several rows a call cost far less than one call each.
 
         video: [B, T, 3, H, W] float; the other arguments as :meth:`generate`."""
+        g, tau = self._generate_clips(video, gazing_ratio, task_loss_requirement, "independent",
+                                      max_gaze_tokens_each_frame)
+        return [self._trace(rows_of(g.out, b, b + 1), None if tau is None else tau[b:b + 1])
+                for b in range(g.vision.shape[0])]
+
+    def _generate_clips(self, video, gazing_ratio, task_loss_requirement, semantics: str,
+                        max_gaze_tokens_each_frame: int | None, prepare: Callable | None = None):
+        """The checks and one model call behind :meth:`generate` / :meth:`generate_each`: (Generated, tau)."""
         if torch.is_tensor(video) and video.dim() == 4:
             video = video[None]
         video = check_video(video)
         B, T = video.shape[:2]
         budgets = self.budgets(gazing_ratio, T, max_gaze_tokens_each_frame)
         tau = None if task_loss_requirement is None else thresholds(task_loss_requirement, B, T, self.device)
-        g = self._generate(video, budgets, tau, "independent")
-        return [self._trace(rows_of(g.out, b, b + 1), None if tau is None else tau[b:b + 1]) for b in range(B)]
+        return self._generate(video, budgets, tau, semantics, prepare=prepare), tau
 
     def _trace(self, out: GenerationOutput, tau: torch.Tensor | None) -> GazeTrace:
         cfg = self.config
