@@ -532,6 +532,22 @@ def test_upstream_row_groups_without_stopping(model, vision):
         torch.testing.assert_close(fa.confidence, fb.confidence, rtol=0, atol=1e-6)
 
 
+def test_carry_rows_refuses_what_does_not_fit(model):
+    """Workspace.carry_rows_from copies a group's rows into a larger workspace and names what does not fit."""
+    cfg, w, _ = model
+    g = TritonGenerator(w, cfg, use_cuda_graph=False)
+    big, small = g._new_workspace(3, 256), g._new_workspace(2, 256)
+    small.clen.copy_(torch.tensor([5, 7], dtype=torch.int32))
+    small.k[0][1, 0, :4].fill_(2.0)
+    big.carry_rows_from(small, 1)
+    assert big.clen.tolist() == [0, 5, 7] and bool((big.k[0][2, 0, :4] == 2.0).all())
+    for first in (-1, 2):
+        with pytest.raises(ValueError, match="do not fit rows from"):
+            big.carry_rows_from(small, first)
+    with pytest.raises(ValueError, match="512 tokens"):
+        big.carry_rows_from(g._new_workspace(2, 512), 0)
+
+
 @needs_gpu
 def test_gpu_row_groups_on_streams_match_reference(model):
     """Eight full-budget rows in the GPU's default groups (two of four, each a captured call on its own stream):
