@@ -367,11 +367,13 @@ def test_trace_rgba_clips_equal_one_at_a_time(pipe):
         pipe.trace_rgba_clips([clips[0], clips[0].astype(np.float32)])
 
 
-def test_rows_of_cuts_rows_to_their_own_lengths(pipe):
-    """rows_of: a row range of an independent output is laid out as if generated alone (each frame as wide as its
+def test_split_rows_cuts_rows_to_their_own_lengths(pipe):
+    """split_rows: a row range of an independent output is laid out as if generated alone (each frame as wide as its
     longest row there), from the merged per-row lengths or the engine's full-width frames."""
-    from triton_autogaze.pipeline import rows_of
-    from triton_autogaze.reference.generate import FrameResult, GenerationOutput, PaddedFrames, merge_rows
+    from triton_autogaze.reference.generate import FrameResult, GenerationOutput, PaddedFrames, merge_rows, split_rows
+
+    def rows_of(out, start, stop):
+        return split_rows(out, [(start, stop)])[0]
 
     cfg = pipe.model.config
     eos = cfg.eos_id
@@ -403,6 +405,7 @@ def test_rows_of_cuts_rows_to_their_own_lengths(pipe):
     assert cut.padded.widths == [20, 10]
     for a, b in zip(cut.frames, want.frames):
         assert torch.equal(a.ids, b.ids) and torch.equal(a.confidence, b.confidence)
+    assert [len(p.frames[0].ids) for p in split_rows(merged, [(0, 1), (1, 3)])] == [1, 2]
     with pytest.raises(ValueError, match="own lengths"):
         rows_of(GenerationOutput(frames=merged.frames), 0, 1)
 

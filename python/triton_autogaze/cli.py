@@ -219,6 +219,8 @@ def run_trace(args: argparse.Namespace) -> dict:
     import torch
     from tqdm import tqdm
 
+    from .pipeline import batches_of
+
     if not args.demo and args.video is None:
         raise CLIError("VIDEO is required (or pass --demo to trace a synthetic clip)")
     if args.demo and args.video is not None:
@@ -230,31 +232,21 @@ def run_trace(args: argparse.Namespace) -> dict:
     try:
         model = _load_model(args.model, device, args.backend)
         processor = _processor(model)
-        clips, frames, offset, held = [], [], 0, []
+        clips, frames, offset = [], [], 0
         gaze = dict(gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement)
-
-        def flush():  # the held clips (one length) in one model call
-            nonlocal offset
-            if len(held) == 1:
-                traces = [model.generate(held[0], **gaze)]
-            else:
-                traces = model.generate_each(torch.stack(held), **gaze)
-            for trace in traces:
-                frames.extend(_frame_entries(trace, offset, len(clips)))
-                clips.append({"clip": len(clips), "frame_offset": offset, **trace.to_dict()})
-                offset += trace.num_frames
-                bar.update(trace.num_frames)
-            held.clear()
-
+        pixels = (processor(clip) for clip in source.clips(args.frames_per_clip))  # [t, 3, H', W'] float32
         with tqdm(total=source.total, unit="frame", desc="gaze", file=sys.stderr, disable=args.no_progress,
                   dynamic_ncols=True) as bar:
-            for clip in source.clips(args.frames_per_clip):
-                pixels = processor(clip)  # [t, 3, H', W'] float32
-                if held and (len(held) == args.clips_per_call or pixels.shape[0] != held[0].shape[0]):
-                    flush()
-                held.append(pixels)
-            if held:
-                flush()
+            for held in batches_of(pixels, args.clips_per_call, len):  # clips of one length: one model call
+                if len(held) == 1:
+                    traces = [model.generate(held[0], **gaze)]
+                else:
+                    traces = model.generate_each(torch.stack(held), **gaze)
+                for trace in traces:
+                    frames.extend(_frame_entries(trace, offset, len(clips)))
+                    clips.append({"clip": len(clips), "frame_offset": offset, **trace.to_dict()})
+                    offset += trace.num_frames
+                    bar.update(trace.num_frames)
     finally:
         source.close()
     if offset == 0:

@@ -21,7 +21,7 @@ from .kernels._checks import interpreting
 from .precision import exact_fp32
 from .record import record_of, record_preparer
 from .reference.decoder import Decoder
-from .reference.generate import GenerationOutput, TorchGenerator, frame_budget, rows_of
+from .reference.generate import GenerationOutput, TorchGenerator, frame_budget, split_rows
 from .reference.vision import encode_video, resize_to_model
 from .trace import GazeTrace
 
@@ -292,8 +292,9 @@ class AutoGaze:
         video: [B, T, 3, H, W] float; the other arguments as :meth:`generate`."""
         g, tau = self._generate_clips(video, gazing_ratio, task_loss_requirement, "independent",
                                       max_gaze_tokens_each_frame)
-        return [self._trace(rows_of(g.out, b, b + 1), None if tau is None else tau[b:b + 1])
-                for b in range(g.vision.shape[0])]
+        B = g.vision.shape[0]
+        return [self._trace(out, None if tau is None else tau[b:b + 1])
+                for b, out in enumerate(split_rows(g.out, [(b, b + 1) for b in range(B)]))]
 
     def _generate_clips(self, video, gazing_ratio, task_loss_requirement, semantics: str,
                         max_gaze_tokens_each_frame: int | None, prepare: Callable | None = None):

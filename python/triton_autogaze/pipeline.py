@@ -8,7 +8,7 @@ import functools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ import torch
 from .config import PreprocessorConfig
 from .model import AutoGaze, check_video, thresholds
 from .record import record_of, record_preparer
-from .reference.generate import FrameResult, GenerationOutput, PaddedFrames, row_lens, rows_of
+from .reference.generate import FrameResult, GenerationOutput, PaddedFrames, row_lens, split_rows
 from .tiling import DEFAULT_MODE, TileGrid, affine_lut, check_mode, cut_tiles, plan_tiles, resize_canvas_float, \
     resize_packed
 from .trace import GazeTrace
@@ -184,18 +184,10 @@ class AutoGazePipeline:
         """:meth:`trace_rgba_clip` of many packed clips, in order. Consecutive clips of one length and frame size
         share a model call, up to ``clips_per_call`` of them, their tiles as independent rows: the same traces as
         one clip at a time, in fewer calls (on a GPU several rows a call cost far less than one call each)."""
-        if isinstance(clips_per_call, bool) or not isinstance(clips_per_call, int) or clips_per_call < 1:
-            raise ValueError(f"clips_per_call must be an int >= 1, got {clips_per_call!r}")
         opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
         checked = [checked_packed(c, f"clips[{i}]") for i, c in enumerate(clips)]
-        traces, held = [], []
-        for c in checked + [None]:
-            if held and (c is None or len(held) == clips_per_call or c.shape[:3] != held[0].shape[:3]):
-                traces += self._trace_packed_clips(held, opts)
-                held = []
-            if c is not None:
-                held.append(c)
-        return traces
+        return [trace for held in batches_of(checked, clips_per_call, lambda c: c.shape[:3])
+                for trace in self._trace_packed_clips(held, opts)]
 
     def _trace_packed(self, frames: torch.Tensor, opts: GazeOptions) -> GazeTrace:
         """A checked packed clip [T, H, W, C] anywhere -> its trace. A large host clip in resize-224 is fed to the
@@ -350,28 +342,16 @@ class AutoGazePipeline:
         clip_len = self.model.config.max_num_frames if clip_len is None else clip_len
         if isinstance(clip_len, bool) or not isinstance(clip_len, int) or clip_len < 1:
             raise ValueError(f"clip_len must be >= 1, got {clip_len}")
-        if isinstance(clips_per_call, bool) or not isinstance(clips_per_call, int) or clips_per_call < 1:
-            raise ValueError(f"clips_per_call must be an int >= 1, got {clips_per_call!r}")
         opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
         _check_schedule(opts, clip_len)
-        start, held = 0, []
-
-        def flush():
-            nonlocal start
-            traces = self._trace_packed_clips(held, opts.for_frames(0, len(held[0])))
-            held.clear()
-            for trace in traces:
-                yield replace(trace, start_frame=start)
-                start += trace.num_frames
-                bar.update(trace.num_frames)
-
+        start = 0
+        clips = (checked_packed(c) for c in iter_clips(path_or_container, clip_len=clip_len, max_frames=max_frames))
         with tqdm(unit="frame", desc=f"gaze {mode}", disable=not progress) as bar:
-            for clip in iter_clips(path_or_container, clip_len=clip_len, max_frames=max_frames):
-                if held and (len(held) == clips_per_call or len(clip) != len(held[0])):
-                    yield from flush()
-                held.append(checked_packed(clip))
-            if held:
-                yield from flush()
+            for held in batches_of(clips, clips_per_call, len):
+                for trace in self._trace_packed_clips(held, opts.for_frames(0, len(held[0]))):
+                    yield replace(trace, start_frame=start)
+                    start += trace.num_frames
+                    bar.update(trace.num_frames)
 
     def _trace_packed_clips(self, clips: list[torch.Tensor], opts: GazeOptions) -> list[GazeTrace]:
         """Checked packed clips of one length and size -> their traces, from one model call over all their tiles
@@ -394,8 +374,9 @@ class AutoGazePipeline:
             return torch.cat(parts) if len(parts) > 1 else parts[0]
 
         out, _, tau = self._gaze_tiles(tiles_of, grid, T, opts, rows=len(clips) * n)
-        return [self.assemble(grid, rows_of(out, k * n, (k + 1) * n), opts,
-                              tau=None if tau is None else tau[k * n:(k + 1) * n]) for k in range(len(clips))]
+        bounds = [(k * n, (k + 1) * n) for k in range(len(clips))]
+        return [self.assemble(grid, part, opts, tau=None if tau is None else tau[a:b])
+                for (a, b), part in zip(bounds, split_rows(out, bounds))]
 
     def stream(self, mode: str = DEFAULT_MODE, clip_len: int | None = None, gazing_ratio: float = 0.75,
                task_loss_requirement: float | None = 0.7, max_gaze_tokens_each_frame: int | None = None,
@@ -460,6 +441,21 @@ class GazeStream:
         if self._t == self.clip_len:
             self.reset()
         return trace
+
+
+def batches_of(items: Iterable[Any], limit: int, key: Callable[[Any], Any]) -> Iterator[list[Any]]:
+    """Consecutive items of equal ``key``, at most ``limit`` (clips_per_call, an int >= 1) at a time, in order;
+    lazy (an item is taken only once the batch before it is full or ends)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"clips_per_call must be an int >= 1, got {limit!r}")
+    held: list[Any] = []
+    for x in items:
+        if held and (len(held) == limit or key(x) != key(held[0])):
+            yield held
+            held = []
+        held.append(x)
+    if held:
+        yield held
 
 
 def merge_tiles(fill: float | int, parts: list[list[torch.Tensor]]) -> list[torch.Tensor]:

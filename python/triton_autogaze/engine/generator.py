@@ -313,7 +313,7 @@ class TritonGenerator:
                 raise ValueError(f"state: holds {state.rows} rows in '{state.semantics}' semantics, "
                                  f"got {B} rows in '{semantics}'")
             parts = state._parts or [(0, B, state)]
-            if len(parts) > 1 and not self._rows_independent(semantics, tau):
+            if len(parts) > 1 and not self._rows_independent(semantics, tau is None):
                 parts = [(0, B, self._merge_groups(state))]  # stopping couples the rows again: one workspace
         else:
             parts = [(a, b, None) for a, b in self.row_groups(B, semantics, tau is None)]
@@ -359,15 +359,15 @@ class TritonGenerator:
         Independent semantics, or upstream semantics without task-loss stopping (``no_stopping``: every row then
         ends each frame on the budget at the same step, so the rows never wait for each other)."""
         n = 1
-        if self.row_group_rows and self._rows_independent(semantics, None if no_stopping else True):
+        if self.row_group_rows and self._rows_independent(semantics, no_stopping):
             n = max(1, min(self.max_row_groups, B // self.row_group_rows))
         cuts = [round(i * B / n) for i in range(n + 1)]
         return list(zip(cuts[:-1], cuts[1:]))
 
     @staticmethod
-    def _rows_independent(semantics: str, tau) -> bool:
+    def _rows_independent(semantics: str, no_stopping: bool) -> bool:
         """Whether a call's rows can run apart: upstream semantics couples them only through task-loss stopping."""
-        return semantics == "independent" or tau is None
+        return semantics == "independent" or no_stopping
 
     def _merge_groups(self, state: EngineState) -> EngineState:
         """One workspace holding every row of a grouped state (an upstream-semantics stream that was grouped

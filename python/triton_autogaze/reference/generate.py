@@ -227,22 +227,27 @@ def row_lens(out: GenerationOutput) -> torch.Tensor | None:
     return out.row_lens
 
 
-def rows_of(out: GenerationOutput, start: int, stop: int) -> GenerationOutput:
-    """Rows [start, stop) of an independent-semantics output, laid out as a call of those rows alone would give
-    them: each frame as wide as its longest row there. Needs each row's own length (``GenerationOutput.padded``
-    or ``row_lens``): rows end in pads that count, so the ids alone cannot tell."""
+def split_rows(out: GenerationOutput, bounds: list[tuple[int, int]]) -> list[GenerationOutput]:
+    """Row ranges [start, stop) of an independent-semantics output, each laid out as a call of those rows alone
+    would give them: each frame as wide as its longest row there. Needs each row's own length
+    (``GenerationOutput.padded`` or ``row_lens``, read once for all ranges): rows end in pads that count, so the
+    ids alone cannot tell."""
     lens = row_lens(out)
     if lens is None:
-        raise ValueError("rows_of: the output does not hold its rows' own lengths")
-    widths = [int(w) for w in lens[:, start:stop].max(dim=1).values]
-    pf = out.padded
-    if pf is not None:
-        cut = PaddedFrames(pf.ids[:, start:stop].contiguous(), pf.confidence[:, start:stop].contiguous(),
-                           pf.lens[:, start:stop].contiguous(), widths)
-        return GenerationOutput(frames=cut.frame_results(), padded=cut)
-    frames = [FrameResult(ids=f.ids[start:stop, :w], confidence=f.confidence[start:stop, :w])
-              for f, w in zip(out.frames, widths)]
-    return GenerationOutput(frames=frames, row_lens=lens[:, start:stop].clone())
+        raise ValueError("split_rows: the output does not hold its rows' own lengths")
+    parts = []
+    for start, stop in bounds:
+        widths = [int(w) for w in lens[:, start:stop].max(dim=1).values]
+        pf = out.padded
+        if pf is not None:
+            cut = PaddedFrames(pf.ids[:, start:stop].contiguous(), pf.confidence[:, start:stop].contiguous(),
+                               pf.lens[:, start:stop].contiguous(), widths)
+            parts.append(GenerationOutput(frames=cut.frame_results(), padded=cut))
+        else:
+            frames = [FrameResult(ids=f.ids[start:stop, :w], confidence=f.confidence[start:stop, :w])
+                      for f, w in zip(out.frames, widths)]
+            parts.append(GenerationOutput(frames=frames, row_lens=lens[:, start:stop].clone()))
+    return parts
 
 
 @dataclass
