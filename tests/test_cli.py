@@ -54,14 +54,17 @@ def test_clips_per_call_gives_the_same_document(tmp_path, capsys):
     """--clips-per-call: clips of one length share a model call (as rows); the document is the same as one clip a
     call (confidences within float rounding) but for the setting itself, a shorter last clip running alone."""
     docs = []
-    for n in (1, 3):
+    for n in (1, 3, None):
         out = tmp_path / f"t{n}.json"
+        per_call = [] if n is None else ["--clips-per-call", n]
         code, _, err = run(capsys, "trace", "--demo", "--model", "demo", "-o", out, "--max-frames", "7",
-                           "--frames-per-clip", "2", "--task-loss-requirement", "-2.5", "--clips-per-call", n, *FAST)
+                           "--frames-per-clip", "2", "--task-loss-requirement", "-2.5", *per_call, *FAST)
         assert code == 0, err
         docs.append(json.loads(out.read_text()))
-    a, b = docs
+    a, b, auto = docs
     assert a["settings"].pop("clips_per_call") == 1 and b["settings"].pop("clips_per_call") == 3
+    # the default: 8 clips a call on a GPU, 1 on the CPU (the setting records what ran)
+    assert auto["settings"].pop("clips_per_call") == (8 if auto["settings"]["device"].startswith("cuda") else 1)
     assert [c["frame_offset"] for c in b["clips"]] == [0, 2, 4, 6]
 
     def same(x, y, key=""):  # confidences within float rounding (batched encoding moves the last bits)
@@ -79,6 +82,7 @@ def test_clips_per_call_gives_the_same_document(tmp_path, capsys):
             assert x == y, key
 
     same(a, b)
+    same(a, auto)
 
 
 def test_video_file_with_checkpoint_folder(tmp_path, capsys):

@@ -347,6 +347,36 @@ def test_trace_video_clips_per_call(pipe, tmp_path, mode, size, tile_batch):
         next(pipe.trace_video(path, clip_len=2, clips_per_call=0, progress=False))
 
 
+def test_default_clips_per_call_is_automatic(pipe, tmp_path, monkeypatch):
+    """clips_per_call=None (trace_video's, trace_rgba_clips' default) takes auto_clips_per_call of a clip's tiles:
+    1 on the CPU; on a GPU as many whole clips as the automatic tile bound holds, at most AUTO_CLIPS_PER_CALL."""
+    pytest.importorskip("av")
+    import triton_autogaze.pipeline as pipeline_module
+    from triton_autogaze.video import write_video
+
+    if pipe.device.type == "cpu":
+        assert pipe.auto_clips_per_call(1) == 1
+    path = write_video(tmp_path / "clip.mp4", rgba(5, 48, 64, seed=11)[..., :3])
+    asked, calls = [], []
+    monkeypatch.setattr(pipe, "auto_clips_per_call", lambda n: asked.append(n) or 2)
+    gaze = pipe._gaze_tiles
+    monkeypatch.setattr(pipe, "_gaze_tiles", lambda *a, **k: calls.append(k.get("rows")) or gaze(*a, **k))
+    traces = list(pipe.trace_video(path, clip_len=2, progress=False, **SMALL))
+    assert asked == [1] and calls[0] == 2 and [t.num_frames for t in traces] == [2, 2, 1]
+    asked.clear()
+    calls.clear()
+    pipe.trace_rgba_clips([rgba(2, 48, 64, seed=s) for s in range(3)], **SMALL)
+    assert asked == [1] and calls[0] == 2 and len(calls) == 2
+    assert pipe.trace_rgba_clips([]) == []
+    monkeypatch.undo()
+    # the GPU rule, whatever this machine has: an 80 GB device, then a tile bound of 6 rows
+    monkeypatch.setattr(pipeline_module, "_device_memory", lambda device: 80 << 30)
+    monkeypatch.setattr(type(pipe), "device", property(lambda self: torch.device("cuda")))
+    assert [pipe.auto_clips_per_call(n) for n in (1, 4, 24, 45, 90)] == [8, 8, 2, 1, 1]
+    monkeypatch.setattr(pipe, "auto_tile_batch", lambda n: min(n, 6))
+    assert [pipe.auto_clips_per_call(n) for n in (1, 4, 7)] == [6, 1, 1]
+
+
 def test_trace_rgba_clips_equal_one_at_a_time(pipe):
     """trace_rgba_clips: clips of one shape share a call (up to clips_per_call), a different shape starts the next;
     every trace equals trace_rgba_clip of its clip."""

@@ -98,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "full --gazing-ratio budget (default: %(default)s)")
     trace.add_argument("--frames-per-clip", type=_positive_int, default=16,
                        help="frames per clip; the model was trained on 16; the last clip may be shorter")
-    trace.add_argument("--clips-per-call", type=_positive_int, default=1,
+    trace.add_argument("--clips-per-call", type=_positive_int, default=None,
                        help="consecutive clips of one length gazed by one model call, as rows (the same result as "
-                            "one at a time; faster on a GPU, memory for that many clips) (default: %(default)s)")
+                            "one at a time; faster on a GPU, memory for that many clips) (default: 8 on a GPU, "
+                            "1 on the CPU)")
     trace.add_argument("--max-frames", type=_positive_int, default=None,
                        help="trace at most this many frames (default: %(default)s, every frame)")
     trace.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -219,7 +220,7 @@ def run_trace(args: argparse.Namespace) -> dict:
     import torch
     from tqdm import tqdm
 
-    from .pipeline import batches_of
+    from .pipeline import AUTO_CLIPS_PER_CALL, batches_of
 
     if not args.demo and args.video is None:
         raise CLIError("VIDEO is required (or pass --demo to trace a synthetic clip)")
@@ -232,12 +233,13 @@ def run_trace(args: argparse.Namespace) -> dict:
     try:
         model = _load_model(args.model, device, args.backend)
         processor = _processor(model)
+        per_call = args.clips_per_call or (AUTO_CLIPS_PER_CALL if model.device.type == "cuda" else 1)
         clips, frames, offset = [], [], 0
         gaze = dict(gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement)
         pixels = (processor(clip) for clip in source.clips(args.frames_per_clip))  # [t, 3, H', W'] float32
         with tqdm(total=source.total, unit="frame", desc="gaze", file=sys.stderr, disable=args.no_progress,
                   dynamic_ncols=True) as bar:
-            for held in batches_of(pixels, args.clips_per_call, len):  # clips of one length: one model call
+            for held in batches_of(pixels, per_call, len):  # clips of one length: one model call
                 if len(held) == 1:
                     traces = [model.generate(held[0], **gaze)]
                 else:
@@ -258,7 +260,7 @@ def run_trace(args: argparse.Namespace) -> dict:
             "gazing_ratio": args.gazing_ratio,
             "task_loss_requirement": args.task_loss_requirement,
             "frames_per_clip": args.frames_per_clip,
-            "clips_per_call": args.clips_per_call,
+            "clips_per_call": per_call,
             "max_frames": args.max_frames,
             "device": str(model.device),
             "backend": model.backend,

@@ -5,6 +5,7 @@ clip (or per frame when streaming), in one of the tiling modes; tiles are gazed 
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from .upload import HostUploader
 
 
 AUTO_TILE_BATCH = 64  # the largest tile batch tile_batch_size=None picks on a GPU (see auto_tile_batch)
+AUTO_CLIPS_PER_CALL = 8  # the most clips clips_per_call=None puts in one model call (see auto_clips_per_call)
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,15 @@ class AutoGazePipeline:
                           shortest_edge=pre.shortest_edge if pre.do_resize else None,
                           tile_size=self.model.config.input_img_size)
 
+    def auto_clips_per_call(self, num_tiles: int) -> int:
+        """The clips of ``num_tiles`` tiles each one model call takes when ``clips_per_call`` is None. On a GPU as
+        many whole clips as the automatic tile bound holds (:meth:`auto_tile_batch`), at most AUTO_CLIPS_PER_CALL:
+        8 clips of a 224 px mode, 2 of 720p's 24 tiles, 1 of 1080p's 45 (H100: the example video's 4 clips in one
+        call 74 ms against 94 ms one a call; bench/RESULTS.md). On the CPU 1 (not measured there)."""
+        if self.device.type != "cuda":
+            return 1
+        return max(1, min(AUTO_CLIPS_PER_CALL, self.auto_tile_batch(num_tiles * AUTO_CLIPS_PER_CALL) // num_tiles))
+
     def auto_tile_batch(self, num_tiles: int) -> int:
         """The most tiles a model call takes when ``tile_batch_size`` is None (the tiles then go in as few calls as
         that allows, of even size). On a GPU every tile of a clip in one call, up
@@ -180,12 +191,17 @@ class AutoGazePipeline:
     def trace_rgba_clips(self, clips: Sequence[Any], mode: str = DEFAULT_MODE,
                          gazing_ratio: float | Sequence[float] = 0.75, task_loss_requirement: float | None = 0.7,
                          max_gaze_tokens_each_frame: int | None = None, tile_batch_size: int | None = None,
-                         clips_per_call: int = 8) -> list[GazeTrace]:
+                         clips_per_call: int | None = None) -> list[GazeTrace]:
         """:meth:`trace_rgba_clip` of many packed clips, in order. Consecutive clips of one length and frame size
-        share a model call, up to ``clips_per_call`` of them, their tiles as independent rows: the same traces as
-        one clip at a time, in fewer calls (on a GPU several rows a call cost far less than one call each)."""
+        share a model call, up to ``clips_per_call`` of them (None: :meth:`auto_clips_per_call` of the first
+        clip's tiles), their tiles as independent rows: the same traces as one clip at a time, in fewer calls (on
+        a GPU several rows a call cost far less than one call each)."""
         opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
         checked = [checked_packed(c, f"clips[{i}]") for i, c in enumerate(clips)]
+        if clips_per_call is None:
+            if not checked:
+                return []
+            clips_per_call = self.auto_clips_per_call(self.plan(*checked[0].shape[1:3], mode).num_tiles)
         return [trace for held in batches_of(checked, clips_per_call, lambda c: c.shape[:3])
                 for trace in self._trace_packed_clips(held, opts)]
 
@@ -326,7 +342,7 @@ class AutoGazePipeline:
     def trace_video(self, path_or_container: Any, mode: str = DEFAULT_MODE, gazing_ratio: float = 0.75,
                     task_loss_requirement: float | None = 0.7, max_gaze_tokens_each_frame: int | None = None,
                     tile_batch_size: int | None = None, clip_len: int | None = None, max_frames: int | None = None,
-                    progress: bool = True, clips_per_call: int = 1) -> Iterator[GazeTrace]:
+                    progress: bool = True, clips_per_call: int | None = None) -> Iterator[GazeTrace]:
         """Decode a video (path or open PyAV container) clip by clip and yield each clip's GazeTrace
         (``start_frame`` set). Memory stays at ``clips_per_call`` clips whatever the length. clip_len defaults to
         the model's max_num_frames (16); a per-frame gazing_ratio list must have clip_len values.
@@ -334,7 +350,9 @@ class AutoGazePipeline:
         clips_per_call: consecutive clips of one length gazed by one model call, their tiles as independent rows
         (the same traces as one clip at a time). Each clip restarts the context, so the clips of a video are
         independent, and on a GPU a call of several rows costs far less than as many calls of one (H100, fp32, full
-        budget: 8 clips of 16 frames in 77-80 ms against 44 ms for one; bench/RESULTS.md)."""
+        budget: 8 clips of 16 frames in 77-80 ms against 44 ms for one; bench/RESULTS.md). None (default):
+        :meth:`auto_clips_per_call` of the video's tiles (8 a call for 224 px modes on a GPU, 1 on the CPU); 1
+        yields each clip as soon as it is gazed."""
         from tqdm.auto import tqdm
 
         from .video import iter_clips
@@ -346,6 +364,12 @@ class AutoGazePipeline:
         _check_schedule(opts, clip_len)
         start = 0
         clips = (checked_packed(c) for c in iter_clips(path_or_container, clip_len=clip_len, max_frames=max_frames))
+        if clips_per_call is None:  # the first clip's frame size sets it (every clip of a video has the same)
+            first = next(clips, None)
+            if first is None:
+                return
+            clips_per_call = self.auto_clips_per_call(self.plan(*first.shape[1:3], mode).num_tiles)
+            clips = itertools.chain([first], clips)
         with tqdm(unit="frame", desc=f"gaze {mode}", disable=not progress) as bar:
             for held in batches_of(clips, clips_per_call, len):
                 for trace in self._trace_packed_clips(held, opts.for_frames(0, len(held[0]))):
