@@ -73,7 +73,7 @@ def test_generation(benchmark, model, B, tau):
 @pytest.mark.parametrize("groups", ["one", "auto"])
 def test_generation_row_groups(benchmark, model, B, groups):
     """Independent rows (full budget) as one group or in the engine's default row groups (fp32: up to 4, each a
-    captured call on its own CUDA stream; bf16 keeps one group either way). 24 / 45 rows: the 720p / 1080p tiles."""
+    captured call on its own CUDA stream; bf16: 2 groups from 32 rows). 24 / 45 rows: the 720p / 1080p tiles."""
     v = model.encode(_video(B, 16))[0]
     budgets = model.budgets(0.75, 16)
     gen = model._generator()

@@ -20,6 +20,7 @@ import pytest  # noqa: E402
 
 from triton_autogaze.checkpoint import load_checkpoint  # noqa: E402
 from triton_autogaze.engine import TritonGenerator  # noqa: E402
+from triton_autogaze.engine.generator import row_group_defaults  # noqa: E402
 from triton_autogaze.reference.decoder import Decoder  # noqa: E402
 from triton_autogaze.reference.generate import generate_upstream, merge_rows, new_state  # noqa: E402
 
@@ -482,6 +483,10 @@ def test_row_group_rule(model):
     assert g.row_groups(8, "upstream", no_stopping=True) == [(0, 4), (4, 8)]
     g.row_group_rows = None
     assert g.row_groups(45, "independent") == [(0, 45)]
+    assert row_group_defaults(False, False) == (4, 4) and row_group_defaults(True, False)[0] is None
+    g.row_group_rows, g.max_row_groups = row_group_defaults(False, True)  # bf16 on a GPU: 2 groups from 32 rows
+    assert g.row_groups(45, "independent") == [(0, 22), (22, 45)] and g.row_groups(32, "independent") == [(0, 16), (16, 32)]
+    assert g.row_groups(31, "independent") == [(0, 31)]
 
 
 def test_row_groups_match_reference(model, vision):

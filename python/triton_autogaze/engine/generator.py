@@ -74,6 +74,14 @@ class _Group:
         self.a, self.b, self.ws, self.bufs, self.plan, self.key = a, b, ws, bufs, plan, key
 
 
+def row_group_defaults(interp: bool, bf16: bool) -> tuple[int | None, int]:
+    """(row_group_rows, max_row_groups) of a new generator (see TritonGenerator.__init__): fp32 groups of 4+ rows,
+    up to 4; bf16 groups of 16+ rows, up to 2 (so from 32 rows); none under the interpreter."""
+    if interp:
+        return None, 4
+    return (16, 2) if bf16 else (4, 4)
+
+
 class TritonGenerator:
     """Greedy gaze generation with Triton kernels. See the module docstring.
 
@@ -260,11 +268,11 @@ class TritonGenerator:
         # other. H100, fp32, full budget (bench/concurrency_probe.py, alternating in one process): 45 rows 277.8 ->
         # 254.2 / 245.0 / 244.0 / 253.2 ms in 2 / 3 / 4 / 6 groups, default stopping (tau 0.7) 53.9 -> 52.8 / 51.5
         # (2 / 3); 24 rows 168.5 -> 154.8 / 145.8 / 147.9 / 148.6 (2 / 3 / 4 / 6); 8 rows 81.2 -> 76.6 / 80.0 / 83.0
-        # (2 / 4 / 6). Through the pipeline (bench_engine.py, 1080p AnyRes, 16 frames) 286.4 -> 253.5 ms. bf16 is
-        # off: 45 rows 136.8 -> 143.6 ms in 4 groups (its shorter tensor-core chains leave less to overlap);
-        # RESULTS.md eighteenth pass.
-        self.row_group_rows: int | None = None if interp or bf16 else 4
-        self.max_row_groups = 4
+        # (2 / 4 / 6). Through the pipeline (bench_engine.py, 1080p AnyRes, 16 frames) 286.4 -> 253.5 ms. bf16's
+        # shorter tensor-core chains leave less to overlap: 2 groups from 32 rows (45 rows 137.0 -> 124.0 ms, tau -2
+        # 53.1 -> 47.4; 32 rows 108.6 -> 103.6; but 24 rows 88.3 -> 93.7 and 4 groups at 45 rows 136.8 -> 143.6).
+        # RESULTS.md eighteenth and nineteenth passes.
+        self.row_group_rows, self.max_row_groups = row_group_defaults(interp, bf16)
         self._streams: list[torch.cuda.Stream] = []
         self._pool: dict[tuple, list[Workspace]] = {}
 
