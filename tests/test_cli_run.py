@@ -82,13 +82,37 @@ def test_every_mode_on_a_video_file(tmp_path, capsys, mode):
     assert all(1 <= f["num_fixations"] <= 3 * tiles for f in doc["frames"])  # capped per frame and tile
 
 
+def test_clips_per_call_gives_the_same_run(tmp_path, capsys):
+    """--clips-per-call: consecutive clips share a model call (as rows); the frames' metrics, the rendered video
+    and everything but the setting itself equal one clip a call (the CPU default, recorded as 1)."""
+    av = pytest.importorskip("av")
+    docs, videos = [], []
+    for n in (None, 2):
+        out = tmp_path / f"o{n}"
+        per_call = [] if n is None else ["--clips-per-call", n]
+        code, _, err = run(capsys, "run", "--demo", "-o", out, "--max-frames", "5", "--frames-per-clip", "2",
+                           "--visualization", "interframe", "--keyframe-duration", "3", *per_call, *FAST)
+        assert code == 0, err
+        docs.append(json.loads((out / "metrics.json").read_text()))
+        with av.open(str(out / "mask.mp4")) as c:
+            videos.append([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    one, two = docs
+    assert one["settings"].pop("clips_per_call") == 1 and two["settings"].pop("clips_per_call") == 2
+    for doc in docs:
+        del doc["timing"]
+    assert one == two
+    assert len(videos[0]) == len(videos[1]) == 5
+    assert all((a == b).all() for a, b in zip(*videos))
+
+
 def test_perf_summary_prints_only_json(tmp_path, capsys, monkeypatch):
     pytest.importorskip("av")
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(capsys, "run", "--demo", "--perf-summary", "3", "--frames-per-clip", "2", *FAST)
+    code, out, err = run(capsys, "run", "--demo", "--perf-summary", "5", "--frames-per-clip", "2",
+                         "--clips-per-call", "2", *FAST)
     assert code == 0, err
     doc = json.loads(out)  # stdout holds exactly one JSON document
-    assert doc["frames"] == 3 and doc["device"] == "cpu"
+    assert doc["frames"] == 5 and doc["device"] == "cpu"
     t = doc["timing"]
     assert set(t["ms_per_frame"]) == {"decode", "preprocess", "model", "render", "encode"}
     assert t["total_s"] > 0 and t["fps"] > 0 and t["render_over_model"] >= 0
@@ -101,7 +125,7 @@ def test_help_lists_every_flag_with_default(capsys):
     text = " ".join(out.split())
     for flag in ("--output", "--model", "--demo", "--mode", "--visualization", "--keyframe-duration",
                  "--blend-alpha", "--gazing-ratio", "--task-loss-requirement", "--max-gaze-tokens-each-frame",
-                 "--tile-batch-size", "--frames-per-clip", "--max-frames", "--device", "--backend", "--gif",
+                 "--tile-batch-size", "--frames-per-clip", "--clips-per-call", "--max-frames", "--device", "--backend", "--gif",
                  "--gif-width", "--perf-summary", "--no-progress"):
         assert flag in out, flag
     for default in ("(default: demo)", "(default: resize-224)", "(default: full-blend)", "(default: 12)",
@@ -120,6 +144,7 @@ def test_help_lists_every_flag_with_default(capsys):
     (["--tile-batch-size", "0"], "--tile-batch-size"),
     (["--max-gaze-tokens-each-frame", "-1"], "--max-gaze-tokens-each-frame"),
     (["--perf-summary", "0"], "--perf-summary"),
+    (["--clips-per-call", "0"], "--clips-per-call"),
 ])
 def test_bad_argument_values(tmp_path, capsys, argv, needle):
     code, _, err = run(capsys, "run", "--demo", "-o", tmp_path / "o", *argv)

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -70,6 +71,10 @@ def add_run_parser(sub: Any) -> None:
                           "clip on a GPU, up to 64 and what its memory holds, 8 on the CPU)")
     run.add_argument("--frames-per-clip", type=_positive_int, default=16, metavar="N",
                      help="frames per clip (a fresh gaze context each clip); the model was trained on 16")
+    run.add_argument("--clips-per-call", type=_positive_int, default=None, metavar="N",
+                     help="consecutive clips gazed by one model call, as rows (the same result as one at a time; "
+                          "faster on a GPU). Default: on a GPU as many clips as the automatic tile bound holds, "
+                          "up to 8 (1080p: 1), on the CPU 1")
     run.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
                      help="process at most N frames (default: %(default)s, every frame)")
     run.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N "
@@ -217,7 +222,17 @@ def _static_clips(first: np.ndarray, n: int, clip_len: int) -> Iterator[np.ndarr
         yield np.repeat(first, min(clip_len, n - s), axis=0)
 
 
-def _settings(args: argparse.Namespace, device: str, pipeline: Any, render_backend: str) -> dict:
+def _clip_batches(clips: Iterator[np.ndarray], per_call: Callable[[tuple], int]) -> Iterator[list[np.ndarray]]:
+    """Consecutive clips of one shape, ``per_call(first clip's shape)`` at most a batch (decoded lazily)."""
+    from .pipeline import batches_of
+
+    first = next(clips, None)
+    if first is not None:
+        yield from batches_of(itertools.chain([first], clips), per_call(first.shape), lambda c: c.shape)
+
+
+def _settings(args: argparse.Namespace, device: str, pipeline: Any, render_backend: str,
+              clips_per_call: int | None) -> dict:
     from .metrics import EMA_ALPHA
     from .render import RenderSettings
 
@@ -226,7 +241,8 @@ def _settings(args: argparse.Namespace, device: str, pipeline: Any, render_backe
             "blend_alpha": args.blend_alpha, "gazing_ratio": args.gazing_ratio,
             "task_loss_requirement": args.task_loss_requirement,
             "max_gaze_tokens_each_frame": args.max_gaze_tokens_each_frame, "tile_batch_size": args.tile_batch_size,
-            "frames_per_clip": args.frames_per_clip, "max_frames": args.max_frames, "device": device,
+            "frames_per_clip": args.frames_per_clip, "clips_per_call": clips_per_call, "max_frames": args.max_frames,
+            "device": device,
             "backend": pipeline.model.backend, "render_backend": render_backend, "ema_alpha": EMA_ALPHA,
             "palette": [list(c) for c in r.palette]}
 
@@ -240,6 +256,7 @@ def run_run(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
     from .metrics import RunMetrics, frame_metrics
+    from .pipeline import batches_of
     from .render import RenderSettings, Renderer, scale_grids, side_by_side_buffer
     from .report import write_report
 
@@ -273,50 +290,73 @@ def run_run(args: argparse.Namespace) -> dict:
             sinks.append(_VideoSink(out_dir / name, fps))
             if args.gif and not perf:
                 sinks.append(_GifSink(out_dir / GIF_NAMES[name], fps, args.gif_width))
+        opts = dict(mode=args.mode, gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement,
+                    max_gaze_tokens_each_frame=args.max_gaze_tokens_each_frame,
+                    tile_batch_size=args.tile_batch_size)
+        per_call = args.clips_per_call
+
+        def clips_per_call(shape: tuple) -> int:  # [T, H, W, 3] of the first clip: the plan's tiles set the default
+            nonlocal per_call
+            if per_call is None:
+                try:
+                    per_call = pipeline.auto_clips_per_call(pipeline.plan(shape[1], shape[2], args.mode).num_tiles)
+                except ValueError as e:
+                    raise CLIError(str(e)) from e
+            return per_call
+
+        def gaze(held: list[torch.Tensor]) -> list:
+            try:
+                return pipeline.trace_rgba_clips(held, clips_per_call=len(held), **opts)
+            except ValueError as e:
+                raise CLIError(str(e)) from e
+
         if perf:
             with timer.stage("decode"):
                 first = next(source.clips(1), None)
             if first is None:
                 raise CLIError(f"{source.name}: no frames decoded")
-            clips = _static_clips(first[:1], args.perf_summary, args.frames_per_clip)
+            # warm-up (Triton compiles, allocator, graphs) once per batch of clip lengths the run will take, then
+            # start the clock afresh
+            n, t = args.perf_summary, args.frames_per_clip
+            lengths = [min(t, n - s) for s in range(0, n, t)]
+            per = clips_per_call((t, *first.shape[1:]))
+            for batch in dict.fromkeys(tuple(b) for b in batches_of(lengths, per, lambda k: k)):
+                held = [torch.from_numpy(np.repeat(first[:1], k, axis=0)).to(device) for k in batch]
+                warm_renderer = Renderer(settings, backend=render_backend)
+                for frames, trace in zip(held, gaze(held)):
+                    warm_renderer.render(frames, trace)
+            timer.seconds = {k: 0.0 for k in STAGES}
+            clips = _static_clips(first[:1], n, t)
         else:
             clips = source.clips(args.frames_per_clip)
-        opts = dict(mode=args.mode, gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement,
-                    max_gaze_tokens_each_frame=args.max_gaze_tokens_each_frame,
-                    tile_batch_size=args.tile_batch_size)
-        if perf:  # warm-up (Triton compiles, allocator, graphs), then start the clock afresh
-            warm = torch.from_numpy(next(_static_clips(first[:1], args.perf_summary, args.frames_per_clip))).to(device)
-            Renderer(settings, backend=render_backend).render(warm, pipeline.trace_rgba_clip(warm, **opts))
-            timer.seconds = {k: 0.0 for k in STAGES}
+        batches = _clip_batches(clips, clips_per_call)
         tiling, n_frames, W = None, 0, source.width
         with tqdm(total=args.perf_summary if perf else source.total, unit="frame", desc="run", file=sys.stderr,
                   disable=args.no_progress or perf, dynamic_ncols=True) as bar:
             while True:
                 with timer.stage("decode"):
-                    clip = next(clips, None)
-                if clip is None:
+                    held = next(batches, None)
+                if held is None:
                     break
                 with timer.stage("preprocess"):
-                    frames = torch.from_numpy(clip).to(device)  # uint8 [T, H, W, 3]
+                    held = [torch.from_numpy(clip).to(device) for clip in held]  # uint8 [T, H, W, 3] each
                 with timer.stage("model"):
-                    try:
-                        trace = pipeline.trace_rgba_clip(frames, **opts)
-                    except ValueError as e:
-                        raise CLIError(str(e)) from e
-                with timer.stage("render"):
-                    T, H, W = frames.shape[:3]
-                    sbs = side_by_side_buffer(T, H, W, frames.device)
-                    rendered = renderer.render(frames, trace, sbs)
-                    run_metrics.add(frame_metrics(rendered, scale_grids(trace), n_frames, args.visualization))
-                with timer.stage("encode"):
-                    host = sbs.cpu().numpy()  # [T, H, 3W, 3]
-                    for sink in sinks:
-                        name = sink.path.name.rsplit(".", 1)[0]
-                        sink.write(host if name == "side_by_side" else
-                                   host[:, :, W:2 * W] if name == "mask" else host[:, :, 2 * W:])
-                tiling = tiling or (trace.tiling.to_dict() if trace.tiling is not None else None)
-                n_frames += T
-                bar.update(T)
+                    traces = gaze(held)
+                for frames, trace in zip(held, traces):
+                    with timer.stage("render"):
+                        T, H, W = frames.shape[:3]
+                        sbs = side_by_side_buffer(T, H, W, frames.device)
+                        rendered = renderer.render(frames, trace, sbs)
+                        run_metrics.add(frame_metrics(rendered, scale_grids(trace), n_frames, args.visualization))
+                    with timer.stage("encode"):
+                        host = sbs.cpu().numpy()  # [T, H, 3W, 3]
+                        for sink in sinks:
+                            name = sink.path.name.rsplit(".", 1)[0]
+                            sink.write(host if name == "side_by_side" else
+                                       host[:, :, W:2 * W] if name == "mask" else host[:, :, 2 * W:])
+                    tiling = tiling or (trace.tiling.to_dict() if trace.tiling is not None else None)
+                    n_frames += T
+                    bar.update(T)
         with timer.stage("encode"):
             for sink in sinks:
                 sink.close()
@@ -324,7 +364,7 @@ def run_run(args: argparse.Namespace) -> dict:
         source.close()
     if n_frames == 0:
         raise CLIError(f"{source.name}: no frames decoded")
-    doc = {"model": args.model, "video": source.name, "settings": _settings(args, device, pipeline, render_backend),
+    doc = {"model": args.model, "video": source.name, "settings": _settings(args, device, pipeline, render_backend, per_call),
            "num_frames": n_frames, "height": int(source.height), "width": int(source.width), "fps": source.fps,
            "tiling": tiling, "frames": run_metrics.frames, "histogram": run_metrics.histogram(),
            "summary": run_metrics.summary(), "timing": timer.summary(n_frames)}
@@ -346,7 +386,8 @@ def _perf_json(doc: dict) -> dict:
     s = doc["settings"]
     return {"frames": doc["num_frames"], "height": doc["height"], "width": doc["width"], "mode": s["mode"],
             "visualization": s["visualization"], "device": s["device"], "backend": s["backend"],
-            "render_backend": s["render_backend"], "tiling": doc["tiling"], "warmup": "one untimed clip",
+            "render_backend": s["render_backend"], "clips_per_call": s["clips_per_call"], "tiling": doc["tiling"],
+            "warmup": "one untimed model call per batch shape",
             "timing": doc["timing"]}
 
 
