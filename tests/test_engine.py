@@ -404,8 +404,8 @@ def test_too_large_for_32bit_offsets_is_a_clear_error(model):
 
 
 
-@pytest.mark.parametrize("dots", [True, False])
-def test_bf16_engine_matches_torch_ops(model, vision, dots):
+@pytest.mark.parametrize("dots,groups", [(True, False), (False, False), (True, True)])
+def test_bf16_engine_matches_torch_ops(model, vision, dots, groups):
     """bf16 mode, with tensor-core products (``bf16_dots``, the default) or fp32 products of bf16 weights: the
     Triton kernels against the same engine on their torch references (which round the products' operands the
     same way, except the attention's per-block probabilities), on the trimmed fixture inputs. bf16 may differ
@@ -416,13 +416,17 @@ def test_bf16_engine_matches_torch_ops(model, vision, dots):
     that one must be a near-tie (the two runs' confidences in their different picks agree within the same
     tolerance); after it the runs choose from different sets (ids chosen earlier in the step are excluded) and
     feed different tokens, so nothing later in that row is compared. At least half of all slots must come before
-    a flip. (The interpreter's runs do not flip; an H100 flipped one slot of 52, an H200 two.)"""
+    a flip. (The interpreter's runs do not flip; an H100 flipped one slot of 52, an H200 two.) ``groups``: the
+    Triton run's two rows as two row groups (bf16 groups from 32 rows by default; on a GPU on two streams)."""
     cfg, w, _ = model
     v = vision[:2].contiguous()
     outs = []
     for backend in ("triton", "torch"):
         g = TritonGenerator(w, cfg, dtype=torch.bfloat16, use_cuda_graph=False, backend=backend)
         g.bf16_dots = dots
+        if groups and backend == "triton":
+            g.row_group_rows, g.max_row_groups = 1, 2
+            assert len(g.row_groups(2, "independent")) == 2
         out, _ = g.run(v, [13, 13], None, "independent")
         outs.append(out)
     total = compared = 0
