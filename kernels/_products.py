@@ -67,6 +67,16 @@ def acc_dot(acc, a, b, TC: tl.constexpr):
     return out
 
 
+@triton.jit
+def pair_acc_dot(acc1, acc2, a, w_ptr, rows1, rows2, offs_k, wmask, C: tl.constexpr, TC: tl.constexpr):
+    """One K chunk of a GEMM-shaped loop against two row sets of a row-major [*, C] weight (gate and up, or the
+    two halves of a head's rotation pairs): (acc1 + a @ W[rows1, offs_k]^T, acc2 + a @ W[rows2, offs_k]^T), each
+    an ``acc_dot``; wmask [len(rows), len(offs_k)] masks the weight loads."""
+    w1 = tl.load(w_ptr + rows1[:, None] * C + offs_k[None, :], mask=wmask, other=0.0)
+    w2 = tl.load(w_ptr + rows2[:, None] * C + offs_k[None, :], mask=wmask, other=0.0)
+    return acc_dot(acc1, a, tl.trans(w1), TC), acc_dot(acc2, a, tl.trans(w2), TC)
+
+
 def tc_mode(bf16_dots: bool, f64_dots: bool = False) -> int:
     """The TC constexpr of a launch: 0 = IEEE fp32 products, 1 = bf16 tensor cores, 2 = their interpreter
     stand-in, 3 = fp32 operands on fp64 tensor cores."""

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._products import acc_dot, acc_zeros, bf16_round, mode_dot, slice_dot, tc_mode
+from ._products import acc_zeros, bf16_round, mode_dot, pair_acc_dot, slice_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
@@ -76,11 +76,8 @@ def _mlp_gate_up_kernel(
                 kmask = offs_k < C
                 a = tl.load(x_ptr + b * x_sb + offs_n[:, None] * C + offs_k[None, :],
                             mask=nmask[:, None] & kmask[None, :], other=0.0)
-                wm = imask[:, None] & kmask[None, :]
-                wg = tl.load(wgu_ptr + offs_i[:, None] * C + offs_k[None, :], mask=wm, other=0.0)
-                wu = tl.load(wgu_ptr + (I + offs_i)[:, None] * C + offs_k[None, :], mask=wm, other=0.0)
-                g = acc_dot(g, a, tl.trans(wg), TC)
-                u = acc_dot(u, a, tl.trans(wu), TC)
+                g, u = pair_acc_dot(g, u, a, wgu_ptr, offs_i, I + offs_i, offs_k, imask[:, None] & kmask[None, :],
+                                    C, TC)
             g = g.to(tl.float32)
             u = u.to(tl.float32)
         elif S == 1:

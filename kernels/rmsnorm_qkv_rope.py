@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._products import acc_dot, acc_zeros, bf16_round, mode_dot, slice_dot, tc_mode
+from ._products import acc_zeros, bf16_round, mode_dot, pair_acc_dot, slice_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
@@ -97,11 +97,8 @@ def _rmsnorm_qkv_rope_kernel(
                              mask=nmask[:, None] & kmask[None, :], other=0.0)
                 lk = tl.load(ln_ptr + offs_k, mask=kmask, other=0.0).to(tl.float32)
                 a = lk[None, :] * (hk * r[:, None])
-                wm = emask[:, None] & kmask[None, :]
-                w1 = tl.load(w_ptr + wrow[:, None] * C + offs_k[None, :], mask=wm, other=0.0)
-                w2 = tl.load(w_ptr + (wrow + HALF)[:, None] * C + offs_k[None, :], mask=wm, other=0.0)
-                x1 = acc_dot(x1, a, tl.trans(w1), TC)
-                x2 = acc_dot(x2, a, tl.trans(w2), TC)
+                x1, x2 = pair_acc_dot(x1, x2, a, w_ptr, wrow, wrow + HALF, offs_k, emask[:, None] & kmask[None, :],
+                                      C, TC)
             x1 = x1.to(tl.float32)
             x2 = x2.to(tl.float32)
         elif S == 1:
