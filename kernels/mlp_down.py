@@ -19,6 +19,7 @@ import triton.language as tl
 from ._checks import check_tensor as _check
 from ._products import acc_dot, acc_zeros, bf16_round, slice_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
+from ._feed import feed_block
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
 
@@ -32,29 +33,8 @@ def _mlp_down_kernel(
     GDC: tl.constexpr,
 ):
     gdc_enter(GDC)  # first: see _pdl.py
-    pid = tl.program_id(0)
-    if FLAT:  # BN consecutive tokens of the B x n feed across rows (as in mlp_gate_up)
-        tok = pid * BN + tl.arange(0, BN)
-        tmask = tok < B * n
-        rb = tok // n
-        b = 0
-        cb = tl.program_id(1)
-        if UPSTREAM:
-            ob = tl.arange(0, BLOCK_B)
-            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
-        else:
-            tmask = tmask & (tl.load(alive_ptr + rb, mask=tmask, other=0) != 0)
-            go = tl.max(tmask.to(tl.int32), axis=0)
-    else:
-        nblk = tl.cdiv(n, BN)
-        b = pid // nblk
-        blk = pid % nblk
-        cb = tl.program_id(1)
-        if UPSTREAM:
-            ob = tl.arange(0, BLOCK_B)
-            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
-        else:
-            go = tl.load(alive_ptr + b)
+    b, blk, tok, tmask, rb, go = feed_block(tl.program_id(0), alive_ptr, B, n, BN, BLOCK_B, UPSTREAM, FLAT)
+    cb = tl.program_id(1)
     if go != 0:
         if FLAT:
             offs_n = rb * (x_sb // C) + tok % n  # h, out and act rows all hold x_sb // C slots

@@ -21,6 +21,7 @@ import triton.language as tl
 from ._checks import check_tensor as _check
 from ._products import acc_zeros, bf16_round, mode_dot, pair_acc_dot, slice_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
+from ._feed import feed_block
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
 
@@ -34,29 +35,8 @@ def _mlp_gate_up_kernel(
     GDC: tl.constexpr,
 ):
     gdc_enter(GDC)  # first: see _pdl.py
-    pid = tl.program_id(0)
-    if FLAT:  # BN consecutive tokens of the B x n feed across rows: slot index rb * S + rj from row 0's base
-        tok = pid * BN + tl.arange(0, BN)
-        tmask = tok < B * n
-        rb = tok // n
-        b = 0
-        pi = tl.program_id(1)
-        if UPSTREAM:
-            ob = tl.arange(0, BLOCK_B)
-            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
-        else:
-            tmask = tmask & (tl.load(alive_ptr + rb, mask=tmask, other=0) != 0)
-            go = tl.max(tmask.to(tl.int32), axis=0)
-    else:
-        nblk = tl.cdiv(n, BN)
-        b = pid // nblk
-        blk = pid % nblk
-        pi = tl.program_id(1)
-        if UPSTREAM:
-            ob = tl.arange(0, BLOCK_B)
-            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
-        else:
-            go = tl.load(alive_ptr + b)
+    b, blk, tok, tmask, rb, go = feed_block(tl.program_id(0), alive_ptr, B, n, BN, BLOCK_B, UPSTREAM, FLAT)
+    pi = tl.program_id(1)
     if go != 0:
         if FLAT:
             offs_n = rb * (x_sb // C) + tok % n  # x and act rows both hold x_sb // C slots

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
+from ._feed import feed_block
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
 
@@ -30,15 +31,7 @@ def _residual_norm_kernel(
     GDC: tl.constexpr,
 ):
     gdc_enter(GDC)  # first: see _pdl.py
-    pid = tl.program_id(0)
-    nblk = tl.cdiv(n, BN)
-    b = pid // nblk
-    blk = pid % nblk
-    if UPSTREAM:
-        ob = tl.arange(0, BLOCK_B)
-        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
-    else:
-        go = tl.load(alive_ptr + b)
+    b, blk, _, _, _, go = feed_block(tl.program_id(0), alive_ptr, B, n, BN, BLOCK_B, UPSTREAM, False)
     if go != 0:
         offs_n = blk * BN + tl.arange(0, BN)
         offs_c = tl.arange(0, BLOCK_C)

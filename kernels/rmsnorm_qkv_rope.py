@@ -24,6 +24,7 @@ import triton.language as tl
 from ._checks import check_tensor as _check
 from ._products import acc_zeros, bf16_round, mode_dot, pair_acc_dot, slice_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
+from ._feed import feed_block
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
 
@@ -43,27 +44,9 @@ def _rmsnorm_qkv_rope_kernel(
     HALF: tl.constexpr = D // 2
     NCB: tl.constexpr = (H * HALF + HB - 1) // HB
     which = cb // NCB  # 0 = q, 1 = k, 2 = v
-    if FLAT:  # BN consecutive tokens of the B x n feed across rows (as in mlp_gate_up): token = rb * n + jj
-        tok = pid * BN + tl.arange(0, BN)
-        tmask = tok < B * n
-        rb = tok // n
-        jj = tok % n
-        b = 0
-        if UPSTREAM:
-            ob = tl.arange(0, BLOCK_B)
-            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
-        else:
-            tmask = tmask & (tl.load(alive_ptr + rb, mask=tmask, other=0) != 0)
-            go = tl.max(tmask.to(tl.int32), axis=0)
-    else:
-        nblk = tl.cdiv(n, BN)
-        b = pid // nblk
-        blk = pid % nblk
-        if UPSTREAM:
-            ob = tl.arange(0, BLOCK_B)
-            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
-        else:
-            go = tl.load(alive_ptr + b)
+    b, blk, tok, tmask, rb, go = feed_block(pid, alive_ptr, B, n, BN, BLOCK_B, UPSTREAM, FLAT)
+    if FLAT:
+        jj = tok % n  # token = rb * n + jj
     if go != 0:
         if FLAT:
             offs_n = rb * (x_sb // C) + jj  # slot of row rb counted from row 0's base (x rows hold x_sb // C)
