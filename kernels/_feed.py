@@ -29,12 +29,6 @@ def feed_block(pid, alive_ptr, B, n, BN: tl.constexpr, BLOCK_B: tl.constexpr, UP
         rb = tok // n
         b = 0
         blk = 0
-        if UPSTREAM:
-            ob = tl.arange(0, BLOCK_B)
-            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
-        else:
-            tmask = tmask & (tl.load(alive_ptr + rb, mask=tmask, other=0) != 0)
-            go = tl.max(tmask.to(tl.int32), axis=0)
     else:
         nblk = tl.cdiv(n, BN)
         b = pid // nblk
@@ -42,9 +36,12 @@ def feed_block(pid, alive_ptr, B, n, BN: tl.constexpr, BLOCK_B: tl.constexpr, UP
         tok = 0
         tmask = 0
         rb = 0
-        if UPSTREAM:
-            ob = tl.arange(0, BLOCK_B)
-            go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
-        else:
-            go = tl.load(alive_ptr + b)
+    if UPSTREAM:
+        ob = tl.arange(0, BLOCK_B)
+        go = tl.max(tl.load(alive_ptr + ob, mask=ob < B, other=0), axis=0)
+    elif FLAT:
+        tmask = tmask & (tl.load(alive_ptr + rb, mask=tmask, other=0) != 0)
+        go = tl.max(tmask.to(tl.int32), axis=0)
+    else:
+        go = tl.load(alive_ptr + b)
     return b, blk, tok, tmask, rb, go
