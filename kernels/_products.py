@@ -68,6 +68,25 @@ def acc_dot(acc, a, b, TC: tl.constexpr):
 
 
 @triton.jit
+def pair_mode_dot(a, w_ptr, rows1, rows2, cols, wmask, C: tl.constexpr, TC: tl.constexpr):
+    """(a @ W[rows1, cols]^T, a @ W[rows2, cols]^T), each a ``mode_dot``, for a row-major [*, C] weight whose two
+    row sets a program multiplies (gate and up, or the two halves of a head's rotation pairs); wmask
+    [len(rows), len(cols)] masks the weight loads."""
+    w1 = tl.load(w_ptr + rows1[:, None] * C + cols[None, :], mask=wmask, other=0.0)
+    w2 = tl.load(w_ptr + rows2[:, None] * C + cols[None, :], mask=wmask, other=0.0)
+    return mode_dot(a, tl.trans(w1), TC), mode_dot(a, tl.trans(w2), TC)
+
+
+@triton.jit
+def pair_slice_dot(a, w_ptr, rows1, rows2, col_w, wmask, C: tl.constexpr, TC: tl.constexpr):
+    """The same with the inner axis in slices (``slice_dot``): a [S, BN, KS], col_w [S, KS, 1] the weight columns,
+    wmask [S, KS, len(rows)]."""
+    w1 = tl.load(w_ptr + rows1[None, None, :] * C + col_w, mask=wmask, other=0.0).to(tl.float32)
+    w2 = tl.load(w_ptr + rows2[None, None, :] * C + col_w, mask=wmask, other=0.0).to(tl.float32)
+    return slice_dot(a, w1, TC), slice_dot(a, w2, TC)
+
+
+@triton.jit
 def pair_acc_dot(acc1, acc2, a, w_ptr, rows1, rows2, offs_k, wmask, C: tl.constexpr, TC: tl.constexpr):
     """One K chunk of a GEMM-shaped loop against two row sets of a row-major [*, C] weight (gate and up, or the
     two halves of a head's rotation pairs): (acc1 + a @ W[rows1, offs_k]^T, acc2 + a @ W[rows2, offs_k]^T), each

@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._products import acc_zeros, bf16_round, mode_dot, pair_acc_dot, slice_dot, tc_mode
+from ._norm import rms_normed_rows, rms_normed_slices
+from ._products import acc_zeros, bf16_round, pair_acc_dot, pair_mode_dot, pair_slice_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
 from ._feed import feed_block
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
@@ -73,14 +74,8 @@ def _mlp_gate_up_kernel(
                     h += tl.load(opart_ptr + hh * part_stride + ptrs, mask=m2, other=0.0)
                 if pi == 0:
                     tl.store(h_out_ptr + ptrs, h, mask=m2)
-                var = tl.sum(h * h, axis=1) / C
-                ln = tl.load(ln_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
-                a = ln[None, :] * (h * tl.math.rsqrt(var + eps)[:, None])
-            wm = imask[:, None] & cmask[None, :]
-            wg = tl.load(wgu_ptr + offs_i[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
-            wu = tl.load(wgu_ptr + (I + offs_i)[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
-            g = mode_dot(a, tl.trans(wg), TC)  # [BN, BI]
-            u = mode_dot(a, tl.trans(wu), TC)
+                a = rms_normed_rows(h, ln_ptr, offs_c, cmask, eps, C)
+            g, u = pair_mode_dot(a, wgu_ptr, offs_i, I + offs_i, offs_c, imask[:, None] & cmask[None, :], C, TC)
         else:
             # hidden axis in S slices of KS, multiplied in parallel and summed (as in rmsnorm_qkv_rope)
             col_a = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]  # [S, 1, KS]
@@ -94,15 +89,9 @@ def _mlp_gate_up_kernel(
                     h += tl.load(opart_ptr + hh * part_stride + ptrs, mask=m3, other=0.0)
                 if pi == 0:
                     tl.store(h_out_ptr + ptrs, h, mask=m3)
-                var = tl.sum(tl.sum(h * h, axis=2), axis=0) / C
-                ln = tl.load(ln_ptr + col_a, mask=col_a < C, other=0.0).to(tl.float32)
-                a = ln * (h * tl.math.rsqrt(var + eps)[None, :, None])
+                a = rms_normed_slices(h, ln_ptr, col_a, eps, C)
             col_w = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, :, None]  # [S, KS, 1]
-            wm = (col_w < C) & imask[None, None, :]
-            wg = tl.load(wgu_ptr + offs_i[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
-            wu = tl.load(wgu_ptr + (I + offs_i)[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
-            g = slice_dot(a, wg, TC)  # [BN, BI]
-            u = slice_dot(a, wu, TC)
+            g, u = pair_slice_dot(a, wgu_ptr, offs_i, I + offs_i, col_w, (col_w < C) & imask[None, None, :], C, TC)
         act = g / (1.0 + tl.exp(-g)) * u
         tl.store(act_ptr + b * act_sb + offs_n[:, None] * I + offs_i[None, :], act,
                  mask=nmask[:, None] & imask[None, :])

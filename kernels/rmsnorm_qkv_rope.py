@@ -22,7 +22,8 @@ import triton
 import triton.language as tl
 
 from ._checks import check_tensor as _check
-from ._products import acc_zeros, bf16_round, mode_dot, pair_acc_dot, slice_dot, tc_mode
+from ._norm import rms_normed_rows, rms_normed_slices
+from ._products import acc_zeros, bf16_round, pair_acc_dot, pair_mode_dot, pair_slice_dot, tc_mode
 from ._checks import check_bf16_dots, split_slices, token_blocks
 from ._feed import feed_block
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
@@ -95,14 +96,8 @@ def _rmsnorm_qkv_rope_kernel(
             if WRITE_H:
                 if cb == 0:
                     tl.store(h_out_ptr + ptrs, h, mask=m2)
-            var = tl.sum(h * h, axis=1) / C
-            ln = tl.load(ln_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
-            a = ln[None, :] * (h * tl.math.rsqrt(var + eps)[:, None])
-            wm = emask[:, None] & cmask[None, :]
-            w1 = tl.load(w_ptr + wrow[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
-            w2 = tl.load(w_ptr + (wrow + HALF)[:, None] * C + offs_c[None, :], mask=wm, other=0.0)
-            x1 = mode_dot(a, tl.trans(w1), TC)  # [BN, HB]
-            x2 = mode_dot(a, tl.trans(w2), TC)
+            a = rms_normed_rows(h, ln_ptr, offs_c, cmask, eps, C)
+            x1, x2 = pair_mode_dot(a, w_ptr, wrow, wrow + HALF, offs_c, emask[:, None] & cmask[None, :], C, TC)
         else:
             # The inner axis cut into S slices of KS: [S, BN, KS] activations times [S, KS, HB] weights in one
             # batched product, then a sum over the slices. Each slice's FMA chain is KS long instead of C, which
@@ -116,15 +111,9 @@ def _rmsnorm_qkv_rope_kernel(
             if WRITE_H:
                 if cb == 0:
                     tl.store(h_out_ptr + ptrs, h, mask=m3)
-            var = tl.sum(tl.sum(h * h, axis=2), axis=0) / C
-            ln = tl.load(ln_ptr + col_a, mask=col_a < C, other=0.0).to(tl.float32)
-            a = ln * (h * tl.math.rsqrt(var + eps)[None, :, None])
+            a = rms_normed_slices(h, ln_ptr, col_a, eps, C)
             col_w = tl.arange(0, S)[:, None, None] * KS + tl.arange(0, KS)[None, :, None]  # [S, KS, 1]
-            wm = (col_w < C) & emask[None, None, :]
-            w1 = tl.load(w_ptr + wrow[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
-            w2 = tl.load(w_ptr + (wrow + HALF)[None, None, :] * C + col_w, mask=wm, other=0.0).to(tl.float32)
-            x1 = slice_dot(a, w1, TC)  # [BN, HB]
-            x2 = slice_dot(a, w2, TC)
+            x1, x2 = pair_slice_dot(a, w_ptr, wrow, wrow + HALF, col_w, (col_w < C) & emask[None, None, :], C, TC)
         if FLAT:
             jmin = tl.load(jmin_ptr + rb, mask=nmask, other=0)
             pslot = rb * pos_sb + jj
