@@ -348,33 +348,38 @@ def test_trace_video_clips_per_call(pipe, tmp_path, mode, size, tile_batch):
 
 
 def test_default_clips_per_call_is_automatic(pipe, tmp_path, monkeypatch):
-    """clips_per_call=None (trace_video's, trace_rgba_clips' default) takes auto_clips_per_call of a clip's tiles:
-    1 on the CPU; on a GPU as many whole clips as the automatic tile bound holds, at most AUTO_CLIPS_PER_CALL."""
+    """clips_per_call=None (trace_video's, trace_rgba_clips' default) takes auto_clips_per_call of the first clip's
+    shape: 1 on the CPU; on a GPU as many whole clips as the automatic tile bound holds, at most
+    AUTO_CLIPS_PER_CALL and AUTO_CLIPS_BYTES of source frames."""
     pytest.importorskip("av")
     import triton_autogaze.pipeline as pipeline_module
     from triton_autogaze.video import write_video
 
     if pipe.device.type == "cpu":
-        assert pipe.auto_clips_per_call(1) == 1
+        assert pipe.auto_clips_per_call((16, 224, 224, 3)) == 1
     path = write_video(tmp_path / "clip.mp4", rgba(5, 48, 64, seed=11)[..., :3])
     asked, calls = [], []
-    monkeypatch.setattr(pipe, "auto_clips_per_call", lambda n: asked.append(n) or 2)
+    monkeypatch.setattr(pipe, "auto_clips_per_call", lambda shape, mode: asked.append((tuple(shape), mode)) or 2)
     gaze = pipe._gaze_tiles
     monkeypatch.setattr(pipe, "_gaze_tiles", lambda *a, **k: calls.append(k.get("rows")) or gaze(*a, **k))
     traces = list(pipe.trace_video(path, clip_len=2, progress=False, **SMALL))
-    assert asked == [1] and calls[0] == 2 and [t.num_frames for t in traces] == [2, 2, 1]
+    assert asked == [((2, 48, 64, 3), "resize-224")] and calls[0] == 2 and [t.num_frames for t in traces] == [2, 2, 1]
     asked.clear()
     calls.clear()
-    pipe.trace_rgba_clips([rgba(2, 48, 64, seed=s) for s in range(3)], **SMALL)
-    assert asked == [1] and calls[0] == 2 and len(calls) == 2
+    pipe.trace_rgba_clips([rgba(2, 48, 64, seed=s) for s in range(3)], mode="anyres-tile-224", **SMALL)
+    assert asked == [((2, 48, 64, 4), "anyres-tile-224")] and len(calls) == 2
     assert pipe.trace_rgba_clips([]) == []
     monkeypatch.undo()
     # the GPU rule, whatever this machine has: an 80 GB device, then a tile bound of 6 rows
     monkeypatch.setattr(pipeline_module, "_device_memory", lambda device: 80 << 30)
     monkeypatch.setattr(type(pipe), "device", property(lambda self: torch.device("cuda")))
-    assert [pipe.auto_clips_per_call(n) for n in (1, 4, 24, 45, 90)] == [8, 8, 2, 1, 1]
+    auto = pipe.auto_clips_per_call
+    assert pipe.plan(720, 1280, "anyres-tile-224").num_tiles == 24
+    assert auto((16, 448, 448, 3)) == auto((16, 448, 448, 3), "anyres-tile-224") == 8  # 1 and 4 tiles
+    assert auto((16, 720, 1280, 3), "anyres-tile-224") == 2 and auto((16, 1080, 1920, 3), "anyres-tile-224") == 1
+    assert auto((16, 1080, 1920, 3)) == 5 and auto((16, 2160, 3840, 3)) == 1  # 512 MB of source frames
     monkeypatch.setattr(pipe, "auto_tile_batch", lambda n: min(n, 6))
-    assert [pipe.auto_clips_per_call(n) for n in (1, 4, 7)] == [6, 1, 1]
+    assert auto((16, 448, 448, 3)) == 6 and auto((16, 448, 448, 3), "anyres-tile-224") == 1
 
 
 def test_trace_rgba_clips_equal_one_at_a_time(pipe):

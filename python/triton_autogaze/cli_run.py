@@ -295,11 +295,11 @@ def run_run(args: argparse.Namespace) -> dict:
                     tile_batch_size=args.tile_batch_size)
         per_call = args.clips_per_call
 
-        def clips_per_call(shape: tuple) -> int:  # [T, H, W, 3] of the first clip: the plan's tiles set the default
+        def clips_per_call(shape: tuple) -> int:  # the first clip's [T, H, W, 3] sets the default
             nonlocal per_call
             if per_call is None:
                 try:
-                    per_call = pipeline.auto_clips_per_call(pipeline.plan(shape[1], shape[2], args.mode).num_tiles)
+                    per_call = pipeline.auto_clips_per_call(shape, args.mode)
                 except ValueError as e:
                     raise CLIError(str(e)) from e
             return per_call

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from .upload import HostUploader
 
 AUTO_TILE_BATCH = 64  # the largest tile batch tile_batch_size=None picks on a GPU (see auto_tile_batch)
 AUTO_CLIPS_PER_CALL = 8  # the most clips clips_per_call=None puts in one model call (see auto_clips_per_call)
+AUTO_CLIPS_BYTES = 512 << 20  # and the most bytes of packed source frames it holds for one call
 
 
 @dataclass(frozen=True)
@@ -153,14 +155,17 @@ class AutoGazePipeline:
                           shortest_edge=pre.shortest_edge if pre.do_resize else None,
                           tile_size=self.model.config.input_img_size)
 
-    def auto_clips_per_call(self, num_tiles: int) -> int:
-        """The clips of ``num_tiles`` tiles each one model call takes when ``clips_per_call`` is None. On a GPU as
-        many whole clips as the automatic tile bound holds (:meth:`auto_tile_batch`), at most AUTO_CLIPS_PER_CALL:
-        8 clips of a 224 px mode, 2 of 720p's 24 tiles, 1 of 1080p's 45 (H100: the example video's 4 clips in one
-        call 74 ms against 94 ms one a call; bench/RESULTS.md). On the CPU 1 (not measured there)."""
+    def auto_clips_per_call(self, clip_shape: Sequence[int], mode: str = DEFAULT_MODE) -> int:
+        """The clips of packed shape ``clip_shape`` ([T, H, W, C]) one model call takes when ``clips_per_call`` is
+        None. On a GPU as many whole clips as the automatic tile bound holds (:meth:`auto_tile_batch`), at most
+        AUTO_CLIPS_PER_CALL and AUTO_CLIPS_BYTES of source frames (the call holds every clip's frames): 8 clips of
+        a 224 px mode (1080p sources: 5), 2 of 720p's 24 tiles, 1 of 1080p's 45 (H100: the example video's 4 clips
+        in one call 74 ms against 94 ms one a call; bench/RESULTS.md). On the CPU 1 (not measured there)."""
         if self.device.type != "cuda":
             return 1
-        return max(1, min(AUTO_CLIPS_PER_CALL, self.auto_tile_batch(num_tiles * AUTO_CLIPS_PER_CALL) // num_tiles))
+        tiles = self.plan(clip_shape[1], clip_shape[2], mode).num_tiles
+        by_rows = self.auto_tile_batch(tiles * AUTO_CLIPS_PER_CALL) // tiles
+        return max(1, min(AUTO_CLIPS_PER_CALL, by_rows, AUTO_CLIPS_BYTES // max(1, math.prod(clip_shape))))
 
     def auto_tile_batch(self, num_tiles: int) -> int:
         """The most tiles a model call takes when ``tile_batch_size`` is None (the tiles then go in as few calls as
@@ -201,7 +206,7 @@ class AutoGazePipeline:
         if clips_per_call is None:
             if not checked:
                 return []
-            clips_per_call = self.auto_clips_per_call(self.plan(*checked[0].shape[1:3], mode).num_tiles)
+            clips_per_call = self.auto_clips_per_call(checked[0].shape, mode)
         return [trace for held in batches_of(checked, clips_per_call, lambda c: c.shape[:3])
                 for trace in self._trace_packed_clips(held, opts)]
 
@@ -351,7 +356,7 @@ class AutoGazePipeline:
         (the same traces as one clip at a time). Each clip restarts the context, so the clips of a video are
         independent, and on a GPU a call of several rows costs far less than as many calls of one (H100, fp32, full
         budget: 8 clips of 16 frames in 77-80 ms against 44 ms for one; bench/RESULTS.md). None (default):
-        :meth:`auto_clips_per_call` of the video's tiles (8 a call for 224 px modes on a GPU, 1 on the CPU); 1
+        :meth:`auto_clips_per_call` of the video's clips (8 a call for small 224 px clips on a GPU, 1 on the CPU); 1
         yields each clip as soon as it is gazed."""
         from tqdm.auto import tqdm
 
@@ -368,7 +373,7 @@ class AutoGazePipeline:
             first = next(clips, None)
             if first is None:
                 return
-            clips_per_call = self.auto_clips_per_call(self.plan(*first.shape[1:3], mode).num_tiles)
+            clips_per_call = self.auto_clips_per_call(first.shape, mode)
             clips = itertools.chain([first], clips)
         with tqdm(unit="frame", desc=f"gaze {mode}", disable=not progress) as bar:
             for held in batches_of(clips, clips_per_call, len):
