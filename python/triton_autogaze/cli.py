@@ -12,7 +12,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,34 +29,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0.0 < value <= 1.0:  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
+def _checked(parse: Callable[[str], Any], ok: Callable[[Any], bool], expected: str, rule: str) -> Callable[[str], Any]:
+    """An argparse type: ``parse(text)`` (int or float) that also satisfies ``ok``; its errors say what was
+    expected (``expected`` when the text does not parse, ``rule`` when the value breaks it)."""
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):  # comparisons with NaN are False: NaN breaks every range rule
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+    return convert
 
 
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+_ratio = _checked(float, lambda v: 0.0 < v <= 1.0, "a number in (0, 1]", "in (0, 1]")
+_finite = _checked(float, math.isfinite, "a number", "finite")
+_positive_int = _checked(int, lambda v: v >= 1, "a positive integer", ">= 1")
 
 
 def _device(text: str) -> str:

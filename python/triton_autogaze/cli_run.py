@@ -12,22 +12,15 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .cli import (CLIError, DEMO_FRAMES, PROG, _device, _finite, _positive_int, _ratio, _resolve_device, _Source,
-                  load_pretrained)
+from .cli import (CLIError, DEMO_FRAMES, PROG, _checked, _device, _finite, _positive_int, _ratio, _resolve_device,
+                  _Source, load_pretrained)
 
 RUN_VIDEOS = {"input | mask | output": "side_by_side.mp4", "mask": "mask.mp4", "output": "output.mp4"}
 GIF_NAMES = {"side_by_side.mp4": "side_by_side.gif", "mask.mp4": "mask.gif", "output.mp4": "output.gif"}
 STAGES = ("decode", "preprocess", "model", "render", "encode")
 
 
-def _unit(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
+_unit = _checked(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]", "in [0, 1]")
 
 
 def add_run_parser(sub: Any) -> None:
@@ -364,7 +357,8 @@ def run_run(args: argparse.Namespace) -> dict:
         source.close()
     if n_frames == 0:
         raise CLIError(f"{source.name}: no frames decoded")
-    doc = {"model": args.model, "video": source.name, "settings": _settings(args, device, pipeline, render_backend, per_call),
+    run_settings = _settings(args, device, pipeline, render_backend, per_call)
+    doc = {"model": args.model, "video": source.name, "settings": run_settings,
            "num_frames": n_frames, "height": int(source.height), "width": int(source.width), "fps": source.fps,
            "tiling": tiling, "frames": run_metrics.frames, "histogram": run_metrics.histogram(),
            "summary": run_metrics.summary(), "timing": timer.summary(n_frames)}
