@@ -4,7 +4,7 @@
 
 Session 19 saw `tests/test_cli_run.py::test_clips_per_call_gives_the_same_run` fail on an H100 at its last line
 (the two runs' mask.mp4 frames differ) while their metrics.json agree; on the CPU every stage repeats. Prints:
-(a) the video sink encoding the same frames three times (bytes, decoded frames); (b) the pipeline and renderer run
+(a) the video sink encoding the same frames three times (bytes, decoded frames); (s) swscale conversions repeated; (b) the pipeline and renderer run
 twice on the demo clip without the encoder (ids, side-by-side buffers); (c) the CLI twice, one clip a call
 (metrics, decoded mask videos).
 """
@@ -43,6 +43,18 @@ def encoder(d: Path) -> None:
     ref = paths[0].read_bytes(), decoded(paths[0])
     print("(a) encoder: bytes equal", [p.read_bytes() == ref[0] for p in paths],
           "decoded equal", [bool((decoded(p) == ref[1]).all()) for p in paths], flush=True)
+
+
+def swscale(d: Path) -> None:
+    """PyAV's reformat (swscale, threads=0: one a CPU) both ways the sink and the tests use, 20 times each."""
+    img = np.random.default_rng(1).integers(0, 255, (224, 672, 3), dtype=np.uint8)
+    for threads in (1, 0):
+        to_yuv, to_rgb = set(), set()
+        for _ in range(20):
+            yuv = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p", threads=threads)
+            to_yuv.add(b"".join(bytes(p) for p in yuv.planes))
+            to_rgb.add(yuv.to_ndarray(format="rgb24", threads=threads).tobytes())
+        print(f"(s) swscale threads={threads}: distinct rgb->yuv {len(to_yuv)}, yuv->rgb {len(to_rgb)} of 20", flush=True)
 
 
 def pipeline_and_renderer(dev: str) -> None:
@@ -84,6 +96,7 @@ def main() -> None:
     print("av", av.__version__, "libx264" in av.codecs_available, flush=True)
     d = Path(tempfile.mkdtemp())
     encoder(d)
+    swscale(d)
     pipeline_and_renderer("cuda" if torch.cuda.is_available() else "cpu")
     cli_twice(d)
 
