@@ -45,7 +45,7 @@ def encoder(d: Path) -> None:
           "decoded equal", [bool((decoded(p) == ref[1]).all()) for p in paths], flush=True)
 
 
-def swscale(d: Path) -> None:
+def swscale() -> None:
     """PyAV's reformat (swscale, threads=0: one a CPU) both ways the sink and the tests use, 20 times each."""
     img = np.random.default_rng(1).integers(0, 255, (224, 672, 3), dtype=np.uint8)
     for threads in (1, 0):
@@ -96,7 +96,7 @@ def main() -> None:
     print("av", av.__version__, "libx264" in av.codecs_available, flush=True)
     d = Path(tempfile.mkdtemp())
     encoder(d)
-    swscale(d)
+    swscale()
     pipeline_and_renderer("cuda" if torch.cuda.is_available() else "cpu")
     cli_twice(d)
 
