@@ -347,9 +347,28 @@ def test_trace_video_clips_per_call(pipe, tmp_path, mode, size, tile_batch):
         next(pipe.trace_video(path, clip_len=2, clips_per_call=0, progress=False))
 
 
+def test_batches_of_consecutive_equal_keys():
+    """batches_of: consecutive items of one key, at most ``limit`` a batch (an int, or a function of the batch's
+    first item), lazily; a bad limit is a clear error."""
+    from triton_autogaze.pipeline import batches_of
+
+    items = [1, 1, 1, 2, 2, 1]
+    assert list(batches_of(items, 2, lambda x: x)) == [[1, 1], [1], [2, 2], [1]]
+    assert list(batches_of(items, lambda x: 3 if x == 1 else 1, lambda x: x)) == [[1, 1, 1], [2], [2], [1]]
+    assert list(batches_of([], 2, lambda x: x)) == []
+    taken = []
+    lazy = batches_of((taken.append(x) or x for x in items), 2, lambda x: x)
+    assert next(lazy) == [1, 1] and taken == [1, 1, 1]  # the third item ended the first batch
+    for bad in (0, 1.5, True, None):
+        with pytest.raises(ValueError, match="clips_per_call"):
+            list(batches_of(items, bad, lambda x: x))
+    with pytest.raises(ValueError, match="clips_per_call must be an int >= 1, got 0"):
+        list(batches_of(items, lambda x: 0, lambda x: x))
+
+
 def test_default_clips_per_call_is_automatic(pipe, tmp_path, monkeypatch):
-    """clips_per_call=None (trace_video's, trace_rgba_clips' default) takes auto_clips_per_call of the first clip's
-    shape: 1 on the CPU; on a GPU as many whole clips as the automatic tile bound holds, at most
+    """clips_per_call=None (trace_video's, trace_rgba_clips' default) takes auto_clips_per_call of each batch's first
+    clip's shape: 1 on the CPU; on a GPU as many whole clips as the automatic tile bound holds, at most
     AUTO_CLIPS_PER_CALL and AUTO_CLIPS_BYTES of source frames."""
     pytest.importorskip("av")
     import triton_autogaze.pipeline as pipeline_module
@@ -363,11 +382,14 @@ def test_default_clips_per_call_is_automatic(pipe, tmp_path, monkeypatch):
     gaze = pipe._gaze_tiles
     monkeypatch.setattr(pipe, "_gaze_tiles", lambda *a, **k: calls.append(k.get("rows")) or gaze(*a, **k))
     traces = list(pipe.trace_video(path, clip_len=2, progress=False, **SMALL))
-    assert asked == [((2, 48, 64, 3), "resize-224")] and calls[0] == 2 and [t.num_frames for t in traces] == [2, 2, 1]
+    assert [t.num_frames for t in traces] == [2, 2, 1] and calls[0] == 2  # the first two clips in one call
+    assert asked == [((2, 48, 64, 3), "resize-224"), ((1, 48, 64, 3), "resize-224")]  # once a batch
     asked.clear()
     calls.clear()
-    pipe.trace_rgba_clips([rgba(2, 48, 64, seed=s) for s in range(3)], mode="anyres-tile-224", **SMALL)
-    assert asked == [((2, 48, 64, 4), "anyres-tile-224")] and len(calls) == 2
+    clips = [rgba(2, 48, 64, seed=s) for s in range(3)] + [rgba(2, 40, 72, seed=5)]  # a new frame size: a new batch
+    pipe.trace_rgba_clips(clips, mode="anyres-tile-224", **SMALL)
+    assert asked == [((2, 48, 64, 4), "anyres-tile-224")] * 2 + [((2, 40, 72, 4), "anyres-tile-224")]
+    assert len(calls) == 3
     assert pipe.trace_rgba_clips([]) == []
     monkeypatch.undo()
     # the GPU rule, whatever this machine has: an 80 GB device, then a tile bound of 6 rows

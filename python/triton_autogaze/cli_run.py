@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -215,15 +214,6 @@ def _static_clips(first: np.ndarray, n: int, clip_len: int) -> Iterator[np.ndarr
         yield np.repeat(first, min(clip_len, n - s), axis=0)
 
 
-def _clip_batches(clips: Iterator[np.ndarray], per_call: Callable[[tuple], int]) -> Iterator[list[np.ndarray]]:
-    """Consecutive clips of one shape, ``per_call(first clip's shape)`` at most a batch (decoded lazily)."""
-    from .pipeline import batches_of
-
-    first = next(clips, None)
-    if first is not None:
-        yield from batches_of(itertools.chain([first], clips), per_call(first.shape), lambda c: c.shape)
-
-
 def _settings(args: argparse.Namespace, device: str, pipeline: Any, render_backend: str,
               clips_per_call: int | None) -> dict:
     from .metrics import EMA_ALPHA
@@ -322,7 +312,7 @@ def run_run(args: argparse.Namespace) -> dict:
             clips = _static_clips(first[:1], n, t)
         else:
             clips = source.clips(args.frames_per_clip)
-        batches = _clip_batches(clips, clips_per_call)
+        batches = batches_of(clips, lambda c: clips_per_call(c.shape), lambda c: c.shape)  # decoded lazily
         tiling, n_frames, W = None, 0, source.width
         with tqdm(total=args.perf_summary if perf else source.total, unit="frame", desc="run", file=sys.stderr,
                   disable=args.no_progress or perf, dynamic_ncols=True) as bar:

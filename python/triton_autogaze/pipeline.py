@@ -5,7 +5,6 @@ clip (or per frame when streaming), in one of the tiling modes; tiles are gazed 
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import os
 from dataclasses import dataclass, replace
@@ -199,16 +198,13 @@ class AutoGazePipeline:
                          max_gaze_tokens_each_frame: int | None = None, tile_batch_size: int | None = None,
                          clips_per_call: int | None = None) -> list[GazeTrace]:
         """:meth:`trace_rgba_clip` of many packed clips, in order. Consecutive clips of one length and frame size
-        share a model call, up to ``clips_per_call`` of them (None: :meth:`auto_clips_per_call` of the first
-        clip's tiles), their tiles as independent rows: the same traces as one clip at a time, in fewer calls (on
+        share a model call, up to ``clips_per_call`` of them (None: :meth:`auto_clips_per_call` of each batch's
+        first clip), their tiles as independent rows: the same traces as one clip at a time, in fewer calls (on
         a GPU several rows a call cost far less than one call each)."""
         opts = GazeOptions(mode, gazing_ratio, task_loss_requirement, max_gaze_tokens_each_frame, tile_batch_size)
         checked = [checked_packed(c, f"clips[{i}]") for i, c in enumerate(clips)]
-        if clips_per_call is None:
-            if not checked:
-                return []
-            clips_per_call = self.auto_clips_per_call(checked[0].shape, mode)
-        return [trace for held in batches_of(checked, clips_per_call, lambda c: c.shape[:3])
+        limit = (lambda c: self.auto_clips_per_call(c.shape, mode)) if clips_per_call is None else clips_per_call
+        return [trace for held in batches_of(checked, limit, lambda c: c.shape[:3])
                 for trace in self._trace_packed_clips(held, opts)]
 
     def _trace_packed(self, frames: torch.Tensor, opts: GazeOptions) -> GazeTrace:
@@ -370,14 +366,9 @@ class AutoGazePipeline:
         _check_schedule(opts, clip_len)
         start = 0
         clips = (checked_packed(c) for c in iter_clips(path_or_container, clip_len=clip_len, max_frames=max_frames))
-        if clips_per_call is None:  # the first clip's frame size sets it (every clip of a video has the same)
-            first = next(clips, None)
-            if first is None:
-                return
-            clips_per_call = self.auto_clips_per_call(first.shape, mode)
-            clips = itertools.chain([first], clips)
+        limit = (lambda c: self.auto_clips_per_call(c.shape, mode)) if clips_per_call is None else clips_per_call
         with tqdm(unit="frame", desc=f"gaze {mode}", disable=not progress) as bar:
-            for held in batches_of(clips, clips_per_call, len):
+            for held in batches_of(clips, limit, len):
                 for trace in self._trace_packed_clips(held, opts.for_frames(0, len(held[0]))):
                     yield replace(trace, start_frame=start)
                     start += trace.num_frames
@@ -473,19 +464,30 @@ class GazeStream:
         return trace
 
 
-def batches_of(items: Iterable[Any], limit: int, key: Callable[[Any], Any]) -> Iterator[list[Any]]:
-    """Consecutive items of equal ``key``, at most ``limit`` (clips_per_call, an int >= 1) at a time, in order;
-    lazy (an item is taken only once the batch before it is full or ends)."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"clips_per_call must be an int >= 1, got {limit!r}")
+def batches_of(items: Iterable[Any], limit: int | Callable[[Any], int],
+               key: Callable[[Any], Any]) -> Iterator[list[Any]]:
+    """Consecutive items of equal ``key``, at most ``limit`` at a time, in order; lazy (an item is taken only once
+    the batch before it is full or ends). limit: clips_per_call, an int >= 1, or a function of a batch's first item
+    that gives the batch's limit (the automatic clips_per_call of that clip's shape)."""
+    if not callable(limit):
+        _check_limit(limit)
     held: list[Any] = []
+    cap = 0
     for x in items:
-        if held and (len(held) == limit or key(x) != key(held[0])):
+        if held and (len(held) == cap or key(x) != key(held[0])):
             yield held
             held = []
+        if not held:
+            cap = _check_limit(limit(x)) if callable(limit) else limit
         held.append(x)
     if held:
         yield held
+
+
+def _check_limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"clips_per_call must be an int >= 1, got {limit!r}")
+    return limit
 
 
 def merge_tiles(fill: float | int, parts: list[list[torch.Tensor]]) -> list[torch.Tensor]:
