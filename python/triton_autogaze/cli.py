@@ -209,7 +209,7 @@ def run_trace(args: argparse.Namespace) -> dict:
     import torch
     from tqdm import tqdm
 
-    from .pipeline import AUTO_CLIPS_PER_CALL, batches_of
+    from .pipeline import batches_of, clips_per_call_cap
 
     if not args.demo and args.video is None:
         raise CLIError("VIDEO is required (or pass --demo to trace a synthetic clip)")
@@ -222,7 +222,7 @@ def run_trace(args: argparse.Namespace) -> dict:
     try:
         model = _load_model(args.model, device, args.backend)
         processor = _processor(model)
-        per_call = args.clips_per_call or (AUTO_CLIPS_PER_CALL if model.device.type == "cuda" else 1)
+        per_call = args.clips_per_call or clips_per_call_cap(model.device)  # 224 px clips: the cap is the rule
         clips, frames, offset = [], [], 0
         gaze = dict(gazing_ratio=args.gazing_ratio, task_loss_requirement=args.task_loss_requirement)
         pixels = (processor(clip) for clip in source.clips(args.frames_per_clip))  # [t, 3, H', W'] float32

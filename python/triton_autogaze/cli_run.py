@@ -208,10 +208,15 @@ class _GifSink:
             self.frames = []
 
 
+def _static_lengths(n: int, clip_len: int) -> list[int]:
+    """--perf-summary: the lengths of the clips n frames are cut into."""
+    return [min(clip_len, n - s) for s in range(0, n, clip_len)]
+
+
 def _static_clips(first: np.ndarray, n: int, clip_len: int) -> Iterator[np.ndarray]:
     """--perf-summary: ``first`` (uint8 [1, H, W, 3]) repeated n times, in clips of clip_len."""
-    for s in range(0, n, clip_len):
-        yield np.repeat(first, min(clip_len, n - s), axis=0)
+    for k in _static_lengths(n, clip_len):
+        yield np.repeat(first, k, axis=0)
 
 
 def _settings(args: argparse.Namespace, device: str, pipeline: Any, render_backend: str,
@@ -301,9 +306,8 @@ def run_run(args: argparse.Namespace) -> dict:
             # warm-up (Triton compiles, allocator, graphs) once per batch of clip lengths the run will take, then
             # start the clock afresh
             n, t = args.perf_summary, args.frames_per_clip
-            lengths = [min(t, n - s) for s in range(0, n, t)]
             per = clips_per_call((t, *first.shape[1:]))
-            for batch in dict.fromkeys(tuple(b) for b in batches_of(lengths, per, lambda k: k)):
+            for batch in dict.fromkeys(tuple(b) for b in batches_of(_static_lengths(n, t), per, lambda k: k)):
                 held = [torch.from_numpy(np.repeat(first[:1], k, axis=0)).to(device) for k in batch]
                 warm_renderer = Renderer(settings, backend=render_backend)
                 for frames, trace in zip(held, gaze(held)):

@@ -161,11 +161,12 @@ class AutoGazePipeline:
         a 224 px mode (1080p sources: 5), 2 of 720p's 24 tiles, 1 of 1080p's 45 (H100: the example video's 4 clips
         in one call 74 ms against 94 ms one a call; bench/RESULTS.md). On the CPU 1: batching clips there did not
         pay (2 cores, the same video: 4 clips a call 5% faster at the default stopping, 17% slower at ratio 0.1)."""
-        if self.device.type != "cuda":
+        cap = clips_per_call_cap(self.device)
+        if cap == 1:
             return 1
         tiles = self.plan(clip_shape[1], clip_shape[2], mode).num_tiles
-        by_rows = self.auto_tile_batch(tiles * AUTO_CLIPS_PER_CALL) // tiles
-        return max(1, min(AUTO_CLIPS_PER_CALL, by_rows, AUTO_CLIPS_BYTES // max(1, math.prod(clip_shape))))
+        by_rows = self.auto_tile_batch(tiles * cap) // tiles
+        return max(1, min(cap, by_rows, AUTO_CLIPS_BYTES // max(1, math.prod(clip_shape))))
 
     def auto_tile_batch(self, num_tiles: int) -> int:
         """The most tiles a model call takes when ``tile_batch_size`` is None (the tiles then go in as few calls as
@@ -462,6 +463,12 @@ class GazeStream:
         if self._t == self.clip_len:
             self.reset()
         return trace
+
+
+def clips_per_call_cap(device: torch.device) -> int:
+    """The most clips an automatic clips_per_call puts in one model call on ``device``: AUTO_CLIPS_PER_CALL on a
+    GPU, 1 on the CPU (see AutoGazePipeline.auto_clips_per_call)."""
+    return AUTO_CLIPS_PER_CALL if device.type == "cuda" else 1
 
 
 def batches_of(items: Iterable[Any], limit: int | Callable[[Any], int],

@@ -236,9 +236,9 @@ def split_rows(out: GenerationOutput, bounds: list[tuple[int, int]]) -> list[Gen
     if lens is None:
         raise ValueError("split_rows: the output does not hold its rows' own lengths")
     parts = []
+    pf = out.padded
     for start, stop in bounds:
         widths = [int(w) for w in lens[:, start:stop].max(dim=1).values]
-        pf = out.padded
         if pf is not None:
             cut = PaddedFrames(pf.ids[:, start:stop].contiguous(), pf.confidence[:, start:stop].contiguous(),
                                pf.lens[:, start:stop].contiguous(), widths)
