@@ -6,7 +6,11 @@ Session 19 saw `tests/test_cli_run.py::test_clips_per_call_gives_the_same_run` f
 (the two runs' mask.mp4 frames differ) while their metrics.json agree; on the CPU every stage repeats. Prints:
 (a) the video sink encoding the same frames three times (bytes, decoded frames); (s) swscale conversions repeated; (b) the pipeline and renderer run
 twice on the demo clip without the encoder (ids, side-by-side buffers); (c) the CLI twice, one clip a call
-(metrics, decoded mask videos).
+(metrics, decoded mask videos); (d) the CLI three times, comparing each stage (ids, rendered buffers, the encoder's
+inputs and files) and re-encoding run 0's inputs; (e) libx264 option variants encoding the same frames repeatedly.
+
+Session 20 (H100, PyAV 19.0.2): every stage repeats except libx264, which encoded identical inputs to different
+files (frame 0 of the decoded mask video differed in 128 bytes in about half of the runs).
 """
 from __future__ import annotations
 
@@ -92,6 +96,89 @@ def cli_twice(d: Path) -> None:
           [int((a != b).sum()) for a, b in zip(*videos)], flush=True)
 
 
+def cli_stages(d: Path, runs: int = 3) -> None:
+    """(d) the CLI several times, recording what each render call saw and wrote: the trace's ids and confidences,
+    and the side-by-side buffer handed to the encoder; which stage first differs from run 0."""
+    seen, orig = [], Renderer.render
+
+    def spy(self, frames, trace, side_by_side=None, b=0):
+        out = orig(self, frames, trace, side_by_side, b)
+        seen[-1].append((trace.gazing_pos.cpu(), trace.confidence.cpu(), None if side_by_side is None else side_by_side.cpu()))
+        return out
+
+    sink_in, orig_write = [], _VideoSink.write
+
+    def sink_spy(self, frames):
+        if self.path.name == "mask.mp4":
+            sink_in[-1].append(np.array(frames, copy=True))
+        return orig_write(self, frames)
+
+    Renderer.render = spy
+    _VideoSink.write = sink_spy
+    videos, files = [], []
+    try:
+        for i in range(runs):
+            seen.append([])
+            sink_in.append([])
+            out = d / f"d{i}"
+            cli_main(["run", "--demo", "-o", str(out), "--max-frames", "5", "--frames-per-clip", "2",
+                      "--visualization", "interframe", "--keyframe-duration", "3", "--gazing-ratio", "0.04",
+                      "--no-progress"])
+            videos.append(decoded(out / "mask.mp4"))
+            files.append((out / "mask.mp4").read_bytes())
+    finally:
+        Renderer.render = orig
+        _VideoSink.write = orig_write
+    for i in range(1, runs):
+        for k, ((p0, c0, s0), (p1, c1, s1)) in enumerate(zip(seen[0], seen[i])):
+            conf = (torch.equal(c0, c1), float((c0 - c1).abs().max()))
+            print(f"(d) run {i} clip {k}: ids equal {torch.equal(p0, p1)}, conf equal/max diff {conf}, "
+                  f"side-by-side equal {torch.equal(s0, s1)} (bytes differing {int((s0 != s1).sum())})", flush=True)
+            if not torch.equal(p0, p1):
+                print("     ids run 0", p0.tolist(), "\n     ids run", i, p1.tolist(), flush=True)
+        same_in = all((a == b).all() for a, b in zip(np.concatenate(sink_in[0]), np.concatenate(sink_in[i])))
+        print(f"(d) run {i}: mask sink inputs equal {same_in}, mask.mp4 bytes equal {files[0] == files[i]}, decoded "
+              f"bytes differing per frame", [int((a != b).sum()) for a, b in zip(videos[0], videos[i])], flush=True)
+    # the recorded inputs of run 0, encoded again by fresh sinks: is the encoder alone repeatable on them?
+    again = []
+    for j in range(3):
+        sink = _VideoSink(d / f"again{j}.mp4", 25.0)
+        for chunk in sink_in[0]:
+            sink.write(chunk)
+        sink.close()
+        again.append((d / f"again{j}.mp4").read_bytes())
+    print("(d) run 0's mask inputs re-encoded 3 times: bytes equal to run 0's file",
+          [a == files[0] for a in again], "to each other", [a == again[0] for a in again], flush=True)
+
+
+def encoder_options(d: Path, repeats: int = 4) -> None:
+    """(e) flat-colour frames (as a mask video holds) encoded repeatedly by libx264 under option variants: how
+    many distinct files each gives."""
+    rng = np.random.default_rng(2)
+    frames = np.full((5, 224, 224, 3), 32, np.uint8)
+    for t in range(5):
+        for _ in range(6):
+            y, x, s = (int(v) for v in rng.integers(0, 200, 3))
+            frames[t, y:y + s // 4 + 8, x:x + s // 4 + 8] = rng.integers(0, 255, 3)
+    variants = {"default": {}, "threads=1": {"threads": "1"}, "sync-lookahead=0": {"x264-params": "sync-lookahead=0"},
+                "lookahead-threads=1": {"x264-params": "lookahead-threads=1"},
+                "sliced-threads": {"x264-params": "sliced-threads=1"}}
+    for name, extra in variants.items():
+        outs = set()
+        for j in range(repeats):
+            with av.open(str(d / "e.mp4"), mode="w") as c:
+                st = c.add_stream("libx264", rate=25)
+                st.width, st.height, st.pix_fmt = 224, 224, "yuv420p"
+                st.options = {"crf": "20", "preset": "veryfast", **extra}
+                for rgb in frames:
+                    for pkt in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                        c.mux(pkt)
+                for pkt in st.encode():
+                    c.mux(pkt)
+            outs.add((d / "e.mp4").read_bytes())
+        print(f"(e) libx264 {name}: {len(outs)} distinct files of {repeats}", flush=True)
+
+
 def main() -> None:
     print("av", av.__version__, "libx264" in av.codecs_available, flush=True)
     d = Path(tempfile.mkdtemp())
@@ -99,6 +186,8 @@ def main() -> None:
     swscale()
     pipeline_and_renderer("cuda" if torch.cuda.is_available() else "cpu")
     cli_twice(d)
+    cli_stages(d)
+    encoder_options(d)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from triton_autogaze.cli import main
 from triton_autogaze.demo import synthesize_clip
@@ -44,7 +46,9 @@ def test_demo_run_interframe_writes_everything(tmp_path, capsys):
     s = doc["settings"]
     assert (s["mode"], s["visualization"], s["keyframe_duration"], s["gazing_ratio"]) == \
         ("resize-224", "interframe", 2, 0.04)
-    assert s["device"] == "cpu" and s["render_backend"] == "torch" and len(s["palette"]) == 4
+    gpu = torch.cuda.is_available()  # the CLI's auto device: the GPU renders with the Triton kernel
+    assert s["device"].startswith("cuda" if gpu else "cpu") and len(s["palette"]) == 4
+    assert s["render_backend"] == ("triton" if gpu else "torch")
     frames = doc["frames"]
     assert [f["frame"] for f in frames] == list(range(5))
     assert [f["keyframe"] for f in frames] == [True, False, True, False, True]  # across the 3 + 2 clips
@@ -82,11 +86,23 @@ def test_every_mode_on_a_video_file(tmp_path, capsys, mode):
     assert all(1 <= f["num_fixations"] <= 3 * tiles for f in doc["frames"])  # capped per frame and tile
 
 
-def test_clips_per_call_gives_the_same_run(tmp_path, capsys):
-    """--clips-per-call: consecutive clips share a model call (as rows); the frames' metrics, the rendered video
-    and everything but the setting itself equal the default's (one clip a call on the CPU, 8 on a GPU)."""
-    av = pytest.importorskip("av")
-    docs, videos = [], []
+def test_clips_per_call_gives_the_same_run(tmp_path, capsys, monkeypatch):
+    """--clips-per-call: consecutive clips share a model call (as rows); the frames' metrics, the rendered frames
+    handed to the video encoder and everything but the setting itself equal the default's (one clip a call on the
+    CPU, 8 on a GPU). The frames are compared where the encoder receives them, not decoded from the files:
+    libx264 (PyAV 19 on a 16-core H100 host) encoded identical frames to different bytes from one encode to the
+    next (bench/repeatability_probe.py, item (d)), so its bitstream is not ours to compare."""
+    pytest.importorskip("av")
+    from triton_autogaze.cli_run import _VideoSink
+
+    sent, write = {}, _VideoSink.write
+
+    def record(self, frames):
+        sent.setdefault(self.path, []).append(np.array(frames, copy=True))
+        return write(self, frames)
+
+    monkeypatch.setattr(_VideoSink, "write", record)
+    docs = []
     for n in (None, 2):
         out = tmp_path / f"o{n}"
         per_call = [] if n is None else ["--clips-per-call", n]
@@ -94,16 +110,16 @@ def test_clips_per_call_gives_the_same_run(tmp_path, capsys):
                            "--visualization", "interframe", "--keyframe-duration", "3", *per_call, *FAST)
         assert code == 0, err
         docs.append(json.loads((out / "metrics.json").read_text()))
-        with av.open(str(out / "mask.mp4")) as c:
-            videos.append([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
     one, two = docs
     auto = 8 if one["settings"]["device"].startswith("cuda") else 1  # the demo's 224 px clips: 1 tile each
     assert one["settings"].pop("clips_per_call") == auto and two["settings"].pop("clips_per_call") == 2
     for doc in docs:
         del doc["timing"]
     assert one == two
-    assert len(videos[0]) == len(videos[1]) == 5
-    assert all((a == b).all() for a, b in zip(*videos))
+    for name in ("side_by_side.mp4", "mask.mp4", "output.mp4"):
+        a, b = (np.concatenate(sent[tmp_path / f"o{n}" / name]) for n in (None, 2))
+        assert a.shape == b.shape == (5, 224, 3 * 224 if name == "side_by_side.mp4" else 224, 3), name
+        assert np.array_equal(a, b), name
 
 
 def test_perf_summary_prints_only_json(tmp_path, capsys, monkeypatch):
@@ -113,7 +129,7 @@ def test_perf_summary_prints_only_json(tmp_path, capsys, monkeypatch):
                          "--clips-per-call", "2", *FAST)
     assert code == 0, err
     doc = json.loads(out)  # stdout holds exactly one JSON document
-    assert doc["frames"] == 5 and doc["device"] == "cpu"
+    assert doc["frames"] == 5 and doc["device"].startswith("cuda" if torch.cuda.is_available() else "cpu")
     t = doc["timing"]
     assert set(t["ms_per_frame"]) == {"decode", "preprocess", "model", "render", "encode"}
     assert t["total_s"] > 0 and t["fps"] > 0 and t["render_over_model"] >= 0
