@@ -4,19 +4,22 @@
 #include <pybind11/numpy.h>
 
 #include <cstdint>
-#include <sstream>
 #include <string>
 #include <vector>
 
 namespace triton_autogaze {
 
+// Plain std::string appends, not std::ostringstream: on the lent H100 host (g++ 13.3, libstdc++ 6.0.33, Python
+// 3.12, numpy 2.5) the first error message built through an ostringstream crashed the process (session 20).
 template <class Dims>
 inline std::string tuple_str(const Dims& dims, size_t n) {
-  std::ostringstream s;
-  s << "(";
-  for (size_t i = 0; i < n; ++i) s << (i ? ", " : "") << dims(i);
-  s << (n == 1 ? ",)" : ")");
-  return s.str();
+  std::string s = "(";
+  for (size_t i = 0; i < n; ++i) {
+    if (i) s += ", ";
+    s += std::to_string(static_cast<long long>(dims(i)));
+  }
+  s += n == 1 ? ",)" : ")";
+  return s;
 }
 
 inline std::string shape_str(const pybind11::array& a) {

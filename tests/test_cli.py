@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from triton_autogaze.cli import main
 from triton_autogaze.demo import synthesize_clip, write_demo_checkpoint
@@ -31,7 +32,8 @@ def test_demo_trace_json(tmp_path, capsys):
     assert doc["num_frames"] == 4 and (doc["height"], doc["width"]) == (224, 224)
     s = doc["settings"]
     assert s["gazing_ratio"] == 0.04 and s["task_loss_requirement"] is None and s["frames_per_clip"] == 3
-    assert s["device"] == "cpu" and s["backend"] == "torch"
+    gpu = torch.cuda.is_available()  # the CLI's auto device and backend
+    assert s["device"].startswith("cuda" if gpu else "cpu") and s["backend"] == ("triton" if gpu else "torch")
     assert [c["frame_offset"] for c in doc["clips"]] == [0, 3]
     assert [c["num_frames"] for c in doc["clips"]] == [3, 1]
     assert [c["num_gazing_each_frame"] for c in doc["clips"]] == [[10] * 3, [10]]
