@@ -32,12 +32,12 @@ def open_video(path: PathLike) -> Any:
     Raises FileNotFoundError when the file is missing and ValueError (chained to PyAV's error) when it cannot
     be read as a video.
     """
-    av = _require_av()
-    p = Path(path)
+    p = Path(path)  # the path first: a missing file is reported as missing whether or not PyAV is installed
     if not p.exists():
         raise FileNotFoundError(f"video file not found: {p}")
     if not p.is_file():
         raise ValueError(f"not a video file: {p}")
+    av = _require_av()
     try:
         container = av.open(str(p), mode="r")
     except av.FFmpegError as e:
