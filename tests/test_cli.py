@@ -121,6 +121,21 @@ def test_missing_video(tmp_path, capsys):
     assert not (tmp_path / "t.json").exists()
 
 
+def test_without_pyav(tmp_path, capsys, monkeypatch):
+    """PyAV is an extra: without it a missing video is still reported as missing, and an existing one gets a one-line
+    error that says what to install (the lent GPU host had no PyAV; these paths failed there in session 20)."""
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ModuleNotFoundError
+    code, _, err = run(capsys, "trace", tmp_path / "missing.mp4", "--model", "demo", "-o", tmp_path / "t.json")
+    assert_one_line_error(code, err, "not found", "missing.mp4")
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not checked before PyAV")
+    code, _, err = run(capsys, "trace", video, "--model", "demo", "-o", tmp_path / "t.json")
+    assert_one_line_error(code, err, "PyAV", "triton_autogaze[video]")
+    code, _, err = run(capsys, "run", "--demo", "-o", tmp_path / "out", *FAST)  # run writes videos
+    assert_one_line_error(code, "\n".join(ln for ln in err.splitlines() if "untrained" not in ln), "PyAV")
+    assert not (tmp_path / "out").exists()  # it stopped before the output folder was made
+
+
 def test_unreadable_video(tmp_path, capsys):
     pytest.importorskip("av")
     bad = tmp_path / "garbage.mp4"

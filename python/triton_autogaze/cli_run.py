@@ -247,6 +247,7 @@ def run_run(args: argparse.Namespace) -> dict:
     from .pipeline import batches_of
     from .render import RenderSettings, Renderer, scale_grids, side_by_side_buffer
     from .report import write_report
+    from .video import _require_av
 
     perf = args.perf_summary is not None
     if not args.demo and args.video is None:
@@ -267,6 +268,10 @@ def run_run(args: argparse.Namespace) -> dict:
     sinks = []
     try:
         pipeline = _load_pipeline(args.model, device, args.backend, timer)
+        try:  # every run writes videos (--perf-summary too, into a temporary folder): say so before any work
+            _require_av()
+        except ImportError as e:
+            raise CLIError(str(e)) from None
         try:  # only once the model loaded: a bad --model leaves no empty folder behind
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
