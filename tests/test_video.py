@@ -105,6 +105,9 @@ def test_write_rejects_bad_frames(tmp_path):
 
 def test_missing_pyav_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "av", None)  # makes `import av` raise ImportError
+    with pytest.raises(FileNotFoundError, match="x.mp4"):  # the path is checked first, PyAV or not
+        read_video(tmp_path / "x.mp4")
+    (tmp_path / "x.mp4").write_bytes(b"not read without PyAV")
     with pytest.raises(ImportError, match=r"triton_autogaze\[video\]"):
         read_video(tmp_path / "x.mp4")
 
