@@ -31,6 +31,17 @@ from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
 
 @triton.jit
+def _take(i, c, mx, n_step, offs_k, offs_v, chosen, mxv, banned, when, EOS: tl.constexpr):
+    # Position i's choice c (its max logit mx) joins the step: recorded, and banned for the positions after it.
+    c = tl.minimum(c, EOS - 1)  # only non-finite logits could point past the vocabulary
+    valid = i < n_step
+    chosen = tl.where((offs_k == i) & valid, c, chosen)
+    mxv = tl.where(offs_k == i, mx, mxv)
+    hitv = (offs_v == c) & valid
+    return chosen, mxv, banned | hitv, tl.where(hitv, i, when)
+
+
+@triton.jit
 def _heads_select_kernel(
     x_ptr, part_ptr, last_slot, norm_ptr, lm_ptr, tlw_ptr, alive_in_ptr, alive_out_ptr, tau_ptr,
     logit_ptr, tlv_ptr, cnt_ptr, ban_ptr, embed_ptr, xn_ptr, chunk_ptr, chunk_n_ptr,
@@ -118,13 +129,8 @@ def _heads_select_kernel(
                                                                     cache_modifier=".cg"))
                         mx, c = tl.max(s, axis=0, return_indices=True, return_indices_tie_break_left=True)
                         c = c.to(tl.int32)
-                    c = tl.minimum(c, EOS - 1)  # only non-finite logits could point past the vocabulary
-                    valid = i < n_step
-                    chosen = tl.where((offs_k == i) & valid, c, chosen)
-                    mxv = tl.where(offs_k == i, mx, mxv)
-                    hitv = (offs_v == c) & valid
-                    banned = banned | hitv
-                    when = tl.where(hitv, i, when)
+                    chosen, mxv, banned, when = _take(i, c, mx, n_step, offs_k, offs_v, chosen, mxv, banned, when,
+                                                      EOS)
             for i in tl.static_range(K if not PARALLEL else 0):
                 if i + 1 < K:
                     lg_next = tl.load(logit_ptr + (b * K + i + 1) * V + offs_v, mask=offs_v < V, other=0.0,
@@ -132,13 +138,7 @@ def _heads_select_kernel(
                 s = tl.where(banned, float("-inf"), lg)
                 mx, c = tl.max(s, axis=0, return_indices=True, return_indices_tie_break_left=True)
                 c = c.to(tl.int32)
-                c = tl.minimum(c, EOS - 1)  # only non-finite logits could point past the vocabulary
-                valid = i < n_step
-                chosen = tl.where((offs_k == i) & valid, c, chosen)
-                mxv = tl.where(offs_k == i, mx, mxv)
-                hitv = (offs_v == c) & valid
-                banned = banned | hitv
-                when = tl.where(hitv, i, when)
+                chosen, mxv, banned, when = _take(i, c, mx, n_step, offs_k, offs_v, chosen, mxv, banned, when, EOS)
                 if i + 1 < K:
                     lg = lg_next
             kmask = offs_k < n_step
