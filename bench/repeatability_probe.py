@@ -103,7 +103,8 @@ def cli_stages(d: Path, runs: int = 3) -> None:
 
     def spy(self, frames, trace, side_by_side=None, b=0):
         out = orig(self, frames, trace, side_by_side, b)
-        seen[-1].append((trace.gazing_pos.cpu(), trace.confidence.cpu(), None if side_by_side is None else side_by_side.cpu()))
+        sbs = None if side_by_side is None else side_by_side.cpu()
+        seen[-1].append((trace.gazing_pos.cpu(), trace.confidence.cpu(), sbs))
         return out
 
     sink_in, orig_write = [], _VideoSink.write

@@ -67,8 +67,9 @@ def main() -> None:
     p, s = stats["positions"], stats["steps"]
     fc = stats["first_conflict"]
     print(f"frames {v.shape[1]}, budget {budget} a frame: {s} steps, {p} positions after the first")
+    hit = stats["steps_with_conflict"]
     print(f"conflicts: {stats['conflicts']} positions ({100 * stats['conflicts'] / max(p, 1):.1f}%), "
-          f"{stats['steps_with_conflict']} steps with one or more ({100 * stats['steps_with_conflict'] / max(s, 1):.1f}%)")
+          f"{hit} steps with one or more ({100 * hit / max(s, 1):.1f}%)")
     if fc:
         print(f"first conflict at position: mean {sum(fc) / len(fc):.1f}, min {min(fc)}")
 

@@ -107,7 +107,6 @@ def _heads_select_kernel(
             lg2 = tl.load(logit_ptr + (b * K + offs_k)[:, None] * V + offs_v[None, :],
                           mask=(offs_k < K)[:, None] & (offs_v < V)[None, :], other=0.0, cache_modifier=".cg")
             tlv = tl.load(tlv_ptr + b * K + offs_k, mask=offs_k < K, other=0.0, cache_modifier=".cg")
-            lg = tl.load(logit_ptr + b * K * V + offs_v, mask=offs_v < V, other=0.0, cache_modifier=".cg")
             # the serial part is only the argmax chain; each position's softmax sum is one 2D pass after it
             if PARALLEL:
                 # every position's argmax over the frame's bans at once (one 2D pass, off the chain); position
@@ -131,16 +130,19 @@ def _heads_select_kernel(
                         c = c.to(tl.int32)
                     chosen, mxv, banned, when = _take(i, c, mx, n_step, offs_k, offs_v, chosen, mxv, banned, when,
                                                       EOS)
-            for i in tl.static_range(K if not PARALLEL else 0):
-                if i + 1 < K:
-                    lg_next = tl.load(logit_ptr + (b * K + i + 1) * V + offs_v, mask=offs_v < V, other=0.0,
-                                      cache_modifier=".cg")
-                s = tl.where(banned, float("-inf"), lg)
-                mx, c = tl.max(s, axis=0, return_indices=True, return_indices_tie_break_left=True)
-                c = c.to(tl.int32)
-                chosen, mxv, banned, when = _take(i, c, mx, n_step, offs_k, offs_v, chosen, mxv, banned, when, EOS)
-                if i + 1 < K:
-                    lg = lg_next
+            else:
+                lg = tl.load(logit_ptr + b * K * V + offs_v, mask=offs_v < V, other=0.0, cache_modifier=".cg")
+                for i in tl.static_range(K):
+                    if i + 1 < K:
+                        lg_next = tl.load(logit_ptr + (b * K + i + 1) * V + offs_v, mask=offs_v < V, other=0.0,
+                                          cache_modifier=".cg")
+                    s = tl.where(banned, float("-inf"), lg)
+                    mx, c = tl.max(s, axis=0, return_indices=True, return_indices_tie_break_left=True)
+                    c = c.to(tl.int32)
+                    chosen, mxv, banned, when = _take(i, c, mx, n_step, offs_k, offs_v, chosen, mxv, banned, when,
+                                                      EOS)
+                    if i + 1 < K:
+                        lg = lg_next
             kmask = offs_k < n_step
             # position i's allowed ids: not banned before the step, not chosen by a position before i
             out2 = base[None, :] | (when[None, :] < offs_k[:, None])
