@@ -285,7 +285,8 @@ def test_decode_chunk_grows_with_keys_and_rows(model):
     """The GPU rule (bench/attention_micro.py): the smallest chunk that keeps rows x heads x splits <= 128."""
     cfg, w, _ = model
     g = TritonGenerator(w, cfg, use_cuda_graph=False)
-    g.decode_chunks, g.key_block, g.chunk = (64, 128), 64, 256
+    g.decode_chunks, g.key_block, g.chunk, g.decode_programs = (64, 128), 64, 256, 128
+    g.max_programs = 0  # past the decode chunks, the chunk itself (the large-launch rule is tested below)
     assert [g.decode_chunk(1, k) for k in (100, 1000, 1344, 1345, 2000, 3600)] == [64, 64, 64, 128, 128, 256]
     assert [g.decode_chunk(8, k) for k in (100, 1000, 3600)] == [64, 256, 256]
     g.decode_chunks = ()
@@ -333,6 +334,7 @@ def test_large_launches_take_larger_chunks(model):
     cfg, w, _ = model
     g = TritonGenerator(w, cfg, use_cuda_graph=False)
     g.decode_chunks, g.key_block, g.chunk, g.max_chunk, g.max_programs = (64, 128), 64, 256, 1024, 1600
+    g.decode_programs, g.prefill_max_programs = 128, None  # the GPU's fp64 mode sets its own prefill limit
     assert [g.decode_chunk(45, k) for k in (1000, 1500, 3600)] == [256, 512, 1024]
     assert g.decode_chunk(8, 3600) == 256  # 8 x 6 x 15 = 720 programs
     assert g.prefill_chunk(1, 206, 64, 3600) == 256  # 24 query blocks x 15 splits
@@ -352,6 +354,7 @@ def test_large_chunks_and_prefill_attention_blocks_match_reference(model, vision
     cfg, w, _ = model
     g = TritonGenerator(w, cfg, use_cuda_graph=False, chunk=64)
     g.key_block, g.decode_chunks, g.max_chunk, g.max_programs = 32, (), 256, 2 * 6 * 3
+    g.prefill_max_programs = None  # prefill launches take max_programs too (the GPU's fp64 mode sets 200)
     g.prefill_attention_block = 64
     g.prefill_key_block = g.large_decode_key_block = 64  # prefill, and decode launches at large_chunk: 64 keys
     g.large_chunk = 256
