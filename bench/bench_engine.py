@@ -82,7 +82,7 @@ def test_generation_row_groups(benchmark, model, B, groups):
         gen.row_group_rows = None
     try:
         _bench(benchmark, lambda: gen.run(v, budgets, None, "independent")[0], rounds=3)
-        _info(benchmark, dtype=str(model.dtype), groups=len(gen.row_groups(B, "independent")))
+        _info(benchmark, dtype=str(model.dtype), groups=len(gen.row_groups(B, "independent", no_stopping=True)))
     finally:
         gen.row_group_rows = saved
 

@@ -27,6 +27,7 @@ from triton_autogaze.reference.generate import frame_budget  # noqa: E402
 def run_with(gen, v, budgets, tau, groups):
     """One call of all rows in ``groups`` row groups (1: the engine without groups)."""
     gen.row_group_rows, gen.max_row_groups = (None, 1) if groups == 1 else (1, groups)
+    gen.stopping_row_groups = None  # the same count with task-loss stopping
     out, st = gen.run(v, budgets, tau, "independent")
     return out
 

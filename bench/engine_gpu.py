@@ -163,6 +163,9 @@ def main() -> None:
     ap.add_argument("--row-group-rows", type=int, default=None,
                     help="independent calls: row groups of at least this many rows, each on its own stream (4; 0 off)")
     ap.add_argument("--max-row-groups", type=int, default=None, help="at most this many row groups (4)")
+    ap.add_argument("--stopping-row-groups", default=None,
+                    help="calls with task-loss stopping: 'ROWS,MAX' row groups (bf16 default 15,3), or 'same' for "
+                         "the rule without stopping")
     ap.add_argument("--flat-decode", action=argparse.BooleanOptionalAction, default=None,
                     help="decode feeds' row-wise programs of 16 tokens across rows (flat=True; the default)")
     ap.add_argument("--flat-qkv", action=argparse.BooleanOptionalAction, default=None,
@@ -230,6 +233,9 @@ def main() -> None:
         gen.row_group_rows = args.row_group_rows or None
     if args.max_row_groups is not None:
         gen.max_row_groups = args.max_row_groups
+    if args.stopping_row_groups is not None:
+        sr = args.stopping_row_groups
+        gen.stopping_row_groups = None if sr == "same" else tuple(int(x) for x in sr.split(","))
     if args.prefill_max_programs is not None:
         gen.prefill_max_programs = args.prefill_max_programs or None
     if args.skip_dead is not None:
@@ -284,7 +290,8 @@ def main() -> None:
           f"prefill merge rows {gen.prefill_merge_rows} "
           f"gemm rows {gen.prefill_gemm_rows}/{gen.decode_gemm_rows} (blocks n/k/h/i/c {gen.gemm_block_n}/{gen.gemm_block_k}/"
           f"{gen.gemm_block_h}/{gen.gemm_block_i}/{gen.gemm_block_c}) decode programs {gen.decode_programs} "
-          f"pdl {pdl_wanted(v1)} skip dead steps {skip}")
+          f"pdl {pdl_wanted(v1)} skip dead steps {skip} row groups {gen.row_group_rows}/{gen.max_row_groups} "
+          f"(stopping {gen.stopping_row_groups})")
     print(f"{'case':28s} {'rows':>4s} {'tokens':>7s} {'check':>22s} {'median ms':>10s}")
     for name, v, tau, sem in cases:
         B = v.shape[0]

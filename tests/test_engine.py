@@ -503,10 +503,20 @@ def test_row_group_rule(model):
     assert g.row_groups(8, "upstream", no_stopping=True) == [(0, 4), (4, 8)]
     g.row_group_rows = None
     assert g.row_groups(45, "independent") == [(0, 45)]
-    assert row_group_defaults(False, False) == (4, 4) and row_group_defaults(True, False)[0] is None
-    g.row_group_rows, g.max_row_groups = row_group_defaults(False, True)  # bf16 on a GPU: 2 groups from 32 rows
-    assert g.row_groups(45, "independent") == [(0, 22), (22, 45)] and g.row_groups(32, "independent") == [(0, 16), (16, 32)]
-    assert g.row_groups(31, "independent") == [(0, 31)]
+    assert row_group_defaults(False, False) == (4, 4, None) and row_group_defaults(True, False)[0] is None
+    assert g.row_groups(45, "independent", no_stopping=True) == [(0, 45)]
+    # bf16 on a GPU: 2 groups from 32 rows; with task-loss stopping 3 from 45 rows
+    g.row_group_rows, g.max_row_groups, g.stopping_row_groups = row_group_defaults(False, True)
+    assert g.row_groups(45, "independent", no_stopping=True) == [(0, 22), (22, 45)]
+    assert g.row_groups(32, "independent", no_stopping=True) == [(0, 16), (16, 32)]
+    assert g.row_groups(31, "independent", no_stopping=True) == [(0, 31)]
+    assert g.row_groups(45, "independent") == [(0, 15), (15, 30), (30, 45)]
+    assert g.row_groups(44, "independent") == [(0, 22), (22, 44)]
+    assert g.row_groups(29, "independent") == [(0, 29)]
+    assert g.row_groups(45, "upstream") == [(0, 45)]  # stopping couples upstream rows
+    assert g.row_groups(45, "upstream", no_stopping=True) == [(0, 22), (22, 45)]
+    g.row_group_rows = None  # off for every call
+    assert g.row_groups(45, "independent") == [(0, 45)]
 
 
 def test_row_groups_match_reference(model, vision):

@@ -74,12 +74,13 @@ class _Group:
         self.a, self.b, self.ws, self.bufs, self.plan, self.key = a, b, ws, bufs, plan, key
 
 
-def row_group_defaults(interp: bool, bf16: bool) -> tuple[int | None, int]:
-    """(row_group_rows, max_row_groups) of a new generator (see TritonGenerator.__init__): fp32 groups of 4+ rows,
-    up to 4; bf16 groups of 16+ rows, up to 2 (so from 32 rows); none under the interpreter."""
+def row_group_defaults(interp: bool, bf16: bool) -> tuple[int | None, int, tuple[int, int] | None]:
+    """(row_group_rows, max_row_groups, stopping_row_groups) of a new generator (see TritonGenerator.__init__):
+    fp32 groups of 4+ rows, up to 4; bf16 groups of 16+ rows, up to 2 (so from 32 rows), and with task-loss
+    stopping of 15+ rows, up to 3 (so 3 from 45 rows); none under the interpreter."""
     if interp:
-        return None, 4
-    return (16, 2) if bf16 else (4, 4)
+        return None, 4, None
+    return (16, 2, (15, 3)) if bf16 else (4, 4, None)
 
 
 class TritonGenerator:
@@ -276,8 +277,12 @@ class TritonGenerator:
         # (2 / 4 / 6). Through the pipeline (bench_engine.py, 1080p AnyRes, 16 frames) 286.4 -> 253.5 ms. bf16's
         # shorter tensor-core chains leave less to overlap: 2 groups from 32 rows (45 rows 137.0 -> 124.0 ms, tau -2
         # 53.1 -> 47.4; 32 rows 108.6 -> 103.6; but 24 rows 88.3 -> 93.7 and 4 groups at 45 rows 136.8 -> 143.6).
-        # RESULTS.md eighteenth and nineteenth passes.
-        self.row_group_rows, self.max_row_groups = row_group_defaults(interp, bf16)
+        # RESULTS.md eighteenth and nineteenth passes. stopping_row_groups: (row_group_rows, max_row_groups) for
+        # calls with task-loss stopping (None: the same rule as without; off while row_group_rows is None). Such a
+        # call is short and mostly prefill, whose throughput-bound launches overlap less: bf16 45 rows at tau 0.7
+        # 26.70 / 26.53 / 23.96 ms in 1 / 2 / 3 groups (nineteenth pass), 27.84 / 27.62 / 24.76 (twenty-first),
+        # while at full budget 3 groups were slower than 2 (130.9 vs 128.0).
+        self.row_group_rows, self.max_row_groups, self.stopping_row_groups = row_group_defaults(interp, bf16)
         self._streams: list[torch.cuda.Stream] = []
         self._pool: dict[tuple, list[Workspace]] = {}
 
@@ -370,10 +375,14 @@ class TritonGenerator:
     def row_groups(self, B: int, semantics: str, no_stopping: bool = False) -> list[tuple[int, int]]:
         """The row ranges [a, b) a fresh call of B rows runs as (see ``row_group_rows``): balanced, in order.
         Independent semantics, or upstream semantics without task-loss stopping (``no_stopping``: every row then
-        ends each frame on the budget at the same step, so the rows never wait for each other)."""
+        ends each frame on the budget at the same step, so the rows never wait for each other). A call with
+        task-loss stopping takes ``stopping_row_groups`` where it is set."""
         n = 1
         if self.row_group_rows and self._rows_independent(semantics, no_stopping):
-            n = max(1, min(self.max_row_groups, B // self.row_group_rows))
+            rows, most = self.row_group_rows, self.max_row_groups
+            if not no_stopping and self.stopping_row_groups is not None:
+                rows, most = self.stopping_row_groups
+            n = max(1, min(most, B // rows))
         cuts = [round(i * B / n) for i in range(n + 1)]
         return list(zip(cuts[:-1], cuts[1:]))
 
