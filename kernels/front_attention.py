@@ -171,7 +171,8 @@ def _front_attention_kernel(
             nbits = tl.load(km_row + qoff + offs_q, mask=qmask, other=0)
             ok = ((nbits != 0) & qmask)[None, :] & (offs_q[None, :] <= offs_q[:, None])
             m_i, l_i, acc = _online(s, ok, vn, m_i, l_i, acc, TC)
-        # hand in the partial; the last split to finish merges and projects (attention.py's tail)
+        # hand in the partial; the last split to finish merges and projects: attention.py's tail, copied, not
+        # shared: moving it into a jit helper changed _attention_kernel's sm_90 code (ENGINE_NOTES, session 21)
         slot = pid * nsplit_max + sp
         tl.store(acc_ptr + slot * BQ * D + offs_q[:, None] * D + offs_d[None, :], acc)
         tl.store(ml_ptr + slot * 2 * BQ + offs_q, m_i)
