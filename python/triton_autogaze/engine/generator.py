@@ -165,8 +165,10 @@ class TritonGenerator:
         self.select_parallel = False
         # decode feeds: the layer front (RMSNorm, q / k / v, RoPE, cache write) inside the attention launch
         # (kernels/front_attention.py): one launch a layer fewer, each split projecting its head's queries itself.
-        # Off until timed on a GPU (bench/engine_gpu.py --fused-front)
+        # Off until timed on a GPU (bench/engine_gpu.py --fused-front). front_warps: its launches' warps (None: those
+        # of attention, 4); offline sm_90 compiles spill 36-48 bytes at 8 / 45 rows with 4 warps and none with 8
         self.fused_front = False
+        self.front_warps: int | None = None
         # warps of a rmsnorm_qkv_rope / mlp_gate_up / mlp_down program, decode and prefill feeds
         # (bench/engine_gpu.py --linear-warps / --prefill-linear-warps). 4: H100, fp32, one clip 45.3 ms; decode 2 /
         # 8 / 16 warps 50.4 / 54.1 / 64.5 (more warps: shorter chains per warp, but cross-warp reductions and
@@ -601,7 +603,8 @@ class TritonGenerator:
                 ops.front_attention(x_in, lw["ln1"], lw["qkv"], ws.cos, ws.sin, pos, qoff, qoff_add, alive,
                                     ws.k[li], ws.v[li], ws.keymask, lw["o"], ws.opart, scratch, n, key_end, eps,
                                     upstream, block_q=scratch.bq, chunk=chunk,
-                                    block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps,
+                                    block_k=self.key_block_for(chunk, prefill),
+                                    num_warps=self.front_warps or self.attention_warps,
                                     merge_group=self.merge_group, oproj_block=ob, split_k=split, bf16_dots=tc,
                                     f64_dots=f64["attention"])
             else:
