@@ -32,8 +32,8 @@ from ._fence import fence_gpu, fence_wanted
 from ._norm import rms_normed_rows, rms_normed_slices
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 from ._products import mode_dot, slice_dot, tc_mode
-from .attention import NEG, attention_ref, attention_splits
-from .rmsnorm_qkv_rope import rmsnorm_qkv_rope_ref
+from .attention import NEG, attention_ref, check_attention_io, split_launch
+from .rmsnorm_qkv_rope import check_projection_args, rmsnorm_qkv_rope_ref
 
 
 @triton.jit
@@ -237,51 +237,26 @@ def front_attention(x, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, qoff_add, alive
     _check("x", x, (B, S, C), (torch.float32,), dev)
     if not 1 <= n <= min(S, block_q):
         raise ValueError(f"n: expected 1 <= n <= min(slots {S}, block_q {block_q}), got {n}")
-    wdt = (torch.float32, torch.bfloat16)
-    _check("ln_w", ln_w, (C,), wdt, dev)
-    _check("w_qkv", w_qkv, (3 * C, C), wdt, dev)
-    H, Lmax, D = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
-    if H * D != C or D % 2 or D & (D - 1):
-        raise ValueError(f"k_cache: heads {H} x head dim {D} must equal C={C} with D a power of two")
-    _check("k_cache", k_cache, (B, H, Lmax, D), wdt, dev)
-    _check("v_cache", v_cache, (B, H, Lmax, D), (k_cache.dtype,), dev)
-    _check("cos_tab", cos_tab, (cos_tab.shape[0], D // 2), (torch.float32,), dev)
-    _check("sin_tab", sin_tab, (cos_tab.shape[0], D // 2), (torch.float32,), dev)
-    _check("pos", pos, (B, pos.shape[1]), (torch.int32,), dev)
-    if pos.shape[1] < n:
-        raise ValueError(f"pos: needs at least n={n} columns, got {pos.shape[1]}")
+    check_projection_args(x, ln_w, w_qkv, cos_tab, sin_tab, pos, k_cache, v_cache, n)
+    H, D = k_cache.shape[1], k_cache.shape[3]
+    if D & (D - 1):
+        raise ValueError(f"k_cache: head dim {D} must be a power of two")
     for nm, t in (("qoff", qoff), ("alive", alive)):
         _check(nm, t, (B,), (torch.int32,), dev)
-    _check("keymask", keymask, (B, Lmax), (torch.int8,), dev)
-    _check("w_o", w_o, (C, C), wdt, dev)
-    _check("out", out, (H, B, out.shape[2], C), (torch.float32,), dev)
-    if out.shape[2] < n:
-        raise ValueError(f"out: needs at least n={n} slots, got {out.shape[2]}")
-    if max_key_end > Lmax:
-        raise ValueError(f"max_key_end: {max_key_end} exceeds the cache capacity {Lmax}")
+    check_attention_io(keymask, w_o, out, k_cache, n, max_key_end)
     for nm, t in (("w_qkv", w_qkv), ("w_o", w_o), ("k_cache", k_cache)):
         check_bf16_dots(bf16_dots, t, nm)
-    nsplit = attention_splits(n, max_key_end, chunk)
-    if scratch.rows < B * H or scratch.nsplit < nsplit or scratch.bq != block_q or \
-            scratch.acc.numel() != scratch.acc_size(scratch.rows, scratch.nsplit, block_q, D):
-        raise ValueError(f"scratch: too small for {B * H} programs x {nsplit} splits of {block_q} queries "
-                         f"of head dim {D}")
-    if chunk % block_k:
-        raise ValueError("chunk must be a multiple of block_k")
-    if merge_group < 1 or merge_group & (merge_group - 1):
-        raise ValueError(f"merge_group: expected a power of two >= 1, got {merge_group}")
-    block_c = triton.next_power_of_2(C)
-    ob = block_c if oproj_block is None else oproj_block
-    if ob < 16 or ob & (ob - 1) or ob > block_c:
-        raise ValueError(f"oproj_block: expected a power of two in 16..{block_c}, got {oproj_block}")
+    nsplit, ob = split_launch(scratch, B * H, n, max_key_end, chunk, block_q, block_k, merge_group, oproj_block,
+                              C, D)
     ks, nks = split_slices(0 if bf16_dots else split_k, C, block_q, D)
     _front_attention_kernel[(B * H, nsplit)](
         x, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, int(qoff_add), alive,
         k_cache, v_cache, keymask, scratch.acc, scratch.ml, scratch.cnt, w_o, out,
         B, n, scratch.nsplit, S * C, pos.shape[1], k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         keymask.stride(0), out.stride(0), out.stride(1), float(D) ** -0.5, float(eps),
-        C=C, H=H, D=D, BLOCK_C=block_c, BQ=block_q, BK=block_k, CHUNK=chunk,
-        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream), G=min(merge_group, triton.next_power_of_2(nsplit)),
+        C=C, H=H, D=D, BLOCK_C=triton.next_power_of_2(C), BQ=block_q, BK=block_k, CHUNK=chunk,
+        BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream),
+        G=min(merge_group, triton.next_power_of_2(nsplit)),
         FENCE=fence_wanted(x), OB=ob, TC=tc_mode(bf16_dots, f64_dots), KS=ks, S=nks,
         **pdl_options(pdl_wanted(x)), num_warps=num_warps,
     )
