@@ -4,6 +4,7 @@ groups skip without CUDA.
 
 Run: python -m pytest bench/bench_pipeline.py --benchmark-only -p no:cacheprovider
 Media: $AUTOGAZE_SHARED_MEDIA (default <repo>/../shared/media)/example_input.mp4.
+GPU model: $AUTOGAZE_BENCH_BACKEND ("auto" or "torch") and $AUTOGAZE_BENCH_DTYPE ("float32" or "bfloat16").
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ MEDIA = Path(os.environ.get("AUTOGAZE_SHARED_MEDIA", REPO.parent / "shared" / "m
 VIDEO = MEDIA / "example_input.mp4"
 GAZE = dict(gazing_ratio=0.75, task_loss_requirement=0.7)
 BACKEND = os.environ.get("AUTOGAZE_BENCH_BACKEND", "auto")  # the GPU model backend ("torch": the reference)
+# the GPU model's dtype: "float32" (default) or "bfloat16"
+GPU_DTYPE = {"float32": torch.float32, "bfloat16": torch.bfloat16}[os.environ.get("AUTOGAZE_BENCH_DTYPE", "float32")]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 try:
     import av  # noqa: F401
@@ -39,6 +42,8 @@ def _sync():
 
 def _record_device(benchmark, device):
     benchmark.extra_info["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    if device == "cuda":
+        benchmark.extra_info["dtype"] = str(GPU_DTYPE)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,7 @@ def clip_1080p():
 def gpu_pipe():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    return AutoGazePipeline.from_pretrained(LOCAL / "model", device="cuda", backend=BACKEND)
+    return AutoGazePipeline.from_pretrained(LOCAL / "model", device="cuda", backend=BACKEND, dtype=GPU_DTYPE)
 
 
 @pytest.fixture(scope="module")
