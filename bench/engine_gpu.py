@@ -175,9 +175,6 @@ def main() -> None:
     ap.add_argument("--vocab-parts", type=int, default=None, help="heads_select programs a head (9 on the GPU)")
     ap.add_argument("--select-parallel", action=argparse.BooleanOptionalAction, default=None,
                     help="heads_select: every position's argmax at once, a masked one only on a conflict (off)")
-    ap.add_argument("--fused-front", action=argparse.BooleanOptionalAction, default=None,
-                    help="decode feeds: the layer front inside the attention launch (kernels/front_attention.py; off)")
-    ap.add_argument("--front-warps", type=int, default=None, help="with --fused-front: its warps (attention's, 4)")
     ap.add_argument("--bf16-dots", dest="bf16_dots", action="store_const", const=True, default=None,
                     help="with --bf16: the decoder's products on tensor cores (the default)")
     ap.add_argument("--no-bf16-dots", dest="bf16_dots", action="store_const", const=False,
@@ -213,8 +210,7 @@ def main() -> None:
                       ("oproj_block", "oproj_block"), ("select_warps", "select_warps"),
                       ("linear_warps", "linear_warps"), ("prefill_linear_warps", "prefill_linear_warps"),
                       ("vocab_parts", "select_vocab_parts"), ("select_parallel", "select_parallel"),
-                      ("fused_front", "fused_front"), ("front_warps", "front_warps"), ("bf16_dots", "bf16_dots"),
-                      ("f64_dots", "f64_dots"),
+                      ("bf16_dots", "bf16_dots"), ("f64_dots", "f64_dots"),
                       ("max_programs", "max_programs"), ("max_chunk", "max_chunk"),
                       ("prefill_block_i", "prefill_block_i"), ("prefill_block_c", "prefill_block_c"),
                       ("prefill_merge_rows", "prefill_merge_rows"), ("decode_programs", "decode_programs"),
@@ -287,7 +283,6 @@ def main() -> None:
           f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} "
           f"linear warps {gen.linear_warps}/{gen.prefill_linear_warps} "
           f"vocab parts {gen.select_vocab_parts} select parallel {gen.select_parallel} "
-          f"fused front {gen.fused_front} ({gen.front_warps} warps) "
           f"bf16 dots {gen.bf16_dots} f64 dots {gen.f64_dots} "
           f"max programs {gen.max_programs} (prefill {gen.prefill_max_programs}) "
           f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "

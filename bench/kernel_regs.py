@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 KERNELS = {  # module -> kernel attribute launched by the engine
-    "attention": "_attention_kernel", "front_attention": "_front_attention_kernel", "frame_finish": "_frame_finish_kernel", "frame_setup": "_frame_setup_kernel",
+    "attention": "_attention_kernel", "frame_finish": "_frame_finish_kernel", "frame_setup": "_frame_setup_kernel",
     "heads_select": "_heads_select_kernel", "mlp_down": "_mlp_down_kernel", "mlp_gate_up": "_mlp_gate_up_kernel",
     "residual_norm": "_residual_norm_kernel", "rmsnorm_qkv_rope": "_rmsnorm_qkv_rope_kernel",
 }

@@ -172,7 +172,7 @@ def attention_splits(n: int, max_key_end: int, chunk: int) -> int:
 
 def check_attention_io(keymask, w_o, out, k_cache, n, max_key_end):
     """The key mask, o_proj weight and output partials of a split-K attention launch over ``k_cache`` [B, H, Lmax,
-    D] (attention, front_attention): shapes, dtypes and device; ``max_key_end`` within the cache."""
+    D]: shapes, dtypes and device; ``max_key_end`` within the cache."""
     B, H, Lmax, D = k_cache.shape
     C, dev = H * D, k_cache.device
     _check("keymask", keymask, (B, Lmax), (torch.int8,), dev)
@@ -186,7 +186,7 @@ def check_attention_io(keymask, w_o, out, k_cache, n, max_key_end):
 
 def split_launch(scratch, programs, n, max_key_end, chunk, block_q, block_k, merge_group, oproj_block, C, D):
     """-> (key splits, o_proj columns a product) of a split-K attention launch of ``programs`` query blocks
-    (attention, front_attention), after checking that ``scratch`` holds them and that the launch sizes are valid."""
+    after checking that ``scratch`` holds them and that the launch sizes are valid."""
     nsplit = attention_splits(n, max_key_end, chunk)
     if scratch.rows < programs or scratch.nsplit < nsplit or scratch.bq != block_q or \
             scratch.acc.numel() != scratch.acc_size(scratch.rows, scratch.nsplit, block_q, D):

@@ -157,7 +157,7 @@ def _rmsnorm_qkv_rope_kernel(
 
 def check_projection_args(x, ln_w, w_qkv, cos_tab, sin_tab, pos, k_cache, v_cache, n):
     """The weights, rotary tables, positions and KV cache of a feed's q / k / v projection (x [B, S, C] checked
-    by the caller): shapes, dtypes and device (rmsnorm_qkv_rope, front_attention)."""
+    by the caller): shapes, dtypes and device."""
     B, S, C = x.shape
     dev = x.device
     wdt = (torch.float32, torch.bfloat16)

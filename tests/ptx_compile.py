@@ -89,15 +89,6 @@ def main() -> dict:
                                                         HAS_TAU=True, FENCE=True, PARALLEL=False, GDC=False)),
     }
     cases["heads_select_parallel"] = (_heads_select_kernel, hs, {**cases["heads_select"][2], "PARALLEL": True})
-    from triton_autogaze.kernels.front_attention import _front_attention_kernel
-
-    fa = {n: f32 for n in _front_attention_kernel.arg_names if n.endswith("_ptr")}
-    fa.update(km_ptr="*i8", pos_ptr="*i32", qoff_ptr="*i32", alive_ptr="*i32", cnt_ptr="*i32", scale="fp32",
-              eps="fp32")
-    for tc in (3, 0):  # fp64 tensor-core products (fp32 mode on an H100) and IEEE fp32
-        cases[f"front_attention_tc{tc}"] = (_front_attention_kernel, fa, dict(
-            C=192, H=6, D=32, BLOCK_C=256, BQ=16, BK=64, CHUNK=256, BLOCK_B=8, UPSTREAM=False, G=8, FENCE=True,
-            OB=256, TC=tc, KS=32, S=8, GDC=False))
     out = {}
     for name, (fn, types, consts) in cases.items():
         c = _compile(fn, types, consts)

@@ -269,27 +269,6 @@ def test_parallel_choice_matches_reference(model, vision):
         assert_same(out, reference(model, v, [budget] * v.shape[1], t, sem))
 
 
-def test_fused_front_matches_reference(model, vision):
-    """Decode feeds with the layer front inside the attention launch (front_attention): the same tokens, both
-    semantics, task-loss stopping, and chunks small enough that the feed's keys start a split of their own."""
-    cfg, w, _ = model
-    g = TritonGenerator(w, cfg, use_cuda_graph=False)
-    g.fused_front = True
-    launched = []
-    front = g.ops.front_attention
-    g.ops = dataclasses.replace(g.ops, front_attention=lambda *a, **k: launched.append(k["chunk"]) or front(*a, **k))
-    v = vision[:2].contiguous()
-    tau = torch.tensor([[-2.0], [0.3]], device=v.device).expand(2, v.shape[1]).contiguous()
-    for sem, t, budget in (("upstream", None, 40), ("independent", tau, 30)):
-        out, _ = g.run(v, [budget] * v.shape[1], t, sem)
-        assert_same(out, reference(model, v, [budget] * v.shape[1], t, sem))
-    assert launched, "decode feeds should take the fused front"
-    g = TritonGenerator(w, cfg, use_cuda_graph=False, chunk=32)  # 32-key splits: feeds starting on a boundary
-    g.fused_front, g.decode_chunks, g.key_block = True, (), 16
-    out, _ = g.run(v, [30] * v.shape[1], None, "independent")
-    assert_same(out, reference(model, v, [30] * v.shape[1], None, "independent"))
-
-
 @pytest.mark.parametrize("split_k,prefill_split_k", [(32, 0), (0, 64)])
 def test_f64_products_match_reference(model, vision, split_k, prefill_split_k):
     """fp32 mode with the decoder's products on fp64 tensor cores (exact products, fp64 sums): same tokens."""

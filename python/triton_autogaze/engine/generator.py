@@ -163,12 +163,6 @@ class TritonGenerator:
         # step on the fixture model, bench/select_conflicts.py). Off until timed on a GPU (bench/engine_gpu.py
         # --select-parallel)
         self.select_parallel = False
-        # decode feeds: the layer front (RMSNorm, q / k / v, RoPE, cache write) inside the attention launch
-        # (kernels/front_attention.py): one launch a layer fewer, each split projecting its head's queries itself.
-        # Off until timed on a GPU (bench/engine_gpu.py --fused-front). front_warps: its launches' warps (None: those
-        # of attention, 4); offline sm_90 compiles spill 36-48 bytes at 8 / 45 rows with 4 warps and none with 8
-        self.fused_front = False
-        self.front_warps: int | None = None
         # warps of a rmsnorm_qkv_rope / mlp_gate_up / mlp_down program, decode and prefill feeds
         # (bench/engine_gpu.py --linear-warps / --prefill-linear-warps). 4: H100, fp32, one clip 45.3 ms; decode 2 /
         # 8 / 16 warps 50.4 / 54.1 / 64.5 (more warps: shorter chains per warp, but cross-warp reductions and
@@ -595,29 +589,18 @@ class TritonGenerator:
         gblock = self.gemm_block_n if gemm else block
         ob = self.oproj_block_for(ws.rows, n, scratch.bq, key_end, chunk,
                                   "f64" if f64["attention"] else ("bf16" if tc else "fp32"))
-        front = (self.fused_front and not prefill and not gemm and not merge and n <= scratch.bq
-                 and f64["qkv"] == f64["attention"])
         for li, lw in enumerate(self.w.layers):
             x_in = ws.x if li == 0 else ws.hB
-            if front:  # decode feeds' jmin is 0 (ws.zeros) and their residual has no partials
-                ops.front_attention(x_in, lw["ln1"], lw["qkv"], ws.cos, ws.sin, pos, qoff, qoff_add, alive,
-                                    ws.k[li], ws.v[li], ws.keymask, lw["o"], ws.opart, scratch, n, key_end, eps,
-                                    upstream, block_q=scratch.bq, chunk=chunk,
-                                    block_k=self.key_block_for(chunk, prefill),
-                                    num_warps=self.front_warps or self.attention_warps,
-                                    merge_group=self.merge_group, oproj_block=ob, split_k=split, bf16_dots=tc,
-                                    f64_dots=f64["attention"])
-            else:
-                ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
-                                     pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
-                                     block_n=gblock, block_h=self.gemm_block_h if gemm else self.head_block,
-                                     split_k=split, bf16_dots=tc, f64_dots=f64["qkv"],
-                                     flat=gemm or (flat and self.flat_qkv), block_k=gemm_k, num_warps=warps)
-                ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
-                              scratch, n, key_end, upstream, block_q=scratch.bq, chunk=chunk,
-                              block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps,
-                              merge_group=self.merge_group, oproj_block=ob, bf16_dots=tc,
-                              f64_dots=f64["attention"])
+            ops.rmsnorm_qkv_rope(x_in, None, None, lw["ln1"], lw["qkv"], ws.cos, ws.sin,
+                                 pos, qoff, qoff_add, jmin, alive, ws.q, ws.k[li], ws.v[li], n, eps, upstream,
+                                 block_n=gblock, block_h=self.gemm_block_h if gemm else self.head_block,
+                                 split_k=split, bf16_dots=tc, f64_dots=f64["qkv"],
+                                 flat=gemm or (flat and self.flat_qkv), block_k=gemm_k, num_warps=warps)
+            ops.attention(ws.q, ws.k[li], ws.v[li], ws.keymask, qoff, qoff_add, jmin, alive, lw["o"], ws.opart,
+                          scratch, n, key_end, upstream, block_q=scratch.bq, chunk=chunk,
+                          block_k=self.key_block_for(chunk, prefill), num_warps=self.attention_warps,
+                          merge_group=self.merge_group, oproj_block=ob, bf16_dots=tc,
+                          f64_dots=f64["attention"])
             if merge:
                 ops.residual_norm(x_in, ws.opart, ws.hA, lw["ln2"], alive, ws.m, n, eps, upstream, block_n=block)
             ops.mlp_gate_up(ws.m if merge else x_in, ws.opart, ws.hA, lw["ln2"], lw["gate_up"], alive, ws.act, n,

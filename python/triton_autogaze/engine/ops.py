@@ -15,7 +15,6 @@ from triton_autogaze.kernels import attention as _attn
 from triton_autogaze.kernels._checks import interpreting
 from triton_autogaze.kernels import frame_finish as _ff
 from triton_autogaze.kernels import frame_setup as _fs
-from triton_autogaze.kernels import front_attention as _fa
 from triton_autogaze.kernels import heads_select as _hs
 from triton_autogaze.kernels import mlp_down as _down
 from triton_autogaze.kernels import mlp_gate_up as _up
@@ -28,7 +27,6 @@ class Ops:
     frame_setup: Callable
     rmsnorm_qkv_rope: Callable
     attention: Callable
-    front_attention: Callable
     residual_norm: Callable
     mlp_gate_up: Callable
     mlp_down: Callable
@@ -37,11 +35,10 @@ class Ops:
     triton: bool
 
 
-TRITON_OPS = Ops(_fs.frame_setup, _qkv.rmsnorm_qkv_rope, _attn.attention, _fa.front_attention, _rn.residual_norm,
-                 _up.mlp_gate_up, _down.mlp_down, _hs.heads_select, _ff.frame_finish, True)
-TORCH_OPS = Ops(_fs.frame_setup_ref, _qkv.rmsnorm_qkv_rope_ref, _attn.attention_ref, _fa.front_attention_ref,
-                _rn.residual_norm_ref, _up.mlp_gate_up_ref, _down.mlp_down_ref, _hs.heads_select_ref,
-                _ff.frame_finish_ref, False)
+TRITON_OPS = Ops(_fs.frame_setup, _qkv.rmsnorm_qkv_rope, _attn.attention, _rn.residual_norm, _up.mlp_gate_up,
+                 _down.mlp_down, _hs.heads_select, _ff.frame_finish, True)
+TORCH_OPS = Ops(_fs.frame_setup_ref, _qkv.rmsnorm_qkv_rope_ref, _attn.attention_ref, _rn.residual_norm_ref,
+                _up.mlp_gate_up_ref, _down.mlp_down_ref, _hs.heads_select_ref, _ff.frame_finish_ref, False)
 
 
 def ops_for(device: torch.device, backend: str = "auto") -> Ops:
