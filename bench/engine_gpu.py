@@ -173,8 +173,6 @@ def main() -> None:
     ap.add_argument("--skip-dead", action=argparse.BooleanOptionalAction, default=None,
                     help="with tau: skip the decode steps after every row stopped (CUDA-graph IF nodes; the default)")
     ap.add_argument("--vocab-parts", type=int, default=None, help="heads_select programs a head (9 on the GPU)")
-    ap.add_argument("--select-parallel", action=argparse.BooleanOptionalAction, default=None,
-                    help="heads_select: every position's argmax at once, a masked one only on a conflict (off)")
     ap.add_argument("--bf16-dots", dest="bf16_dots", action="store_const", const=True, default=None,
                     help="with --bf16: the decoder's products on tensor cores (the default)")
     ap.add_argument("--no-bf16-dots", dest="bf16_dots", action="store_const", const=False,
@@ -209,7 +207,7 @@ def main() -> None:
                       ("attention_warps", "attention_warps"), ("merge_group", "merge_group"),
                       ("oproj_block", "oproj_block"), ("select_warps", "select_warps"),
                       ("linear_warps", "linear_warps"), ("prefill_linear_warps", "prefill_linear_warps"),
-                      ("vocab_parts", "select_vocab_parts"), ("select_parallel", "select_parallel"),
+                      ("vocab_parts", "select_vocab_parts"),
                       ("bf16_dots", "bf16_dots"), ("f64_dots", "f64_dots"),
                       ("max_programs", "max_programs"), ("max_chunk", "max_chunk"),
                       ("prefill_block_i", "prefill_block_i"), ("prefill_block_c", "prefill_block_c"),
@@ -282,7 +280,7 @@ def main() -> None:
           f"{gen.prefill_split_k} prefill block {gen.prefill_block} attention warps {gen.attention_warps} "
           f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} "
           f"linear warps {gen.linear_warps}/{gen.prefill_linear_warps} "
-          f"vocab parts {gen.select_vocab_parts} select parallel {gen.select_parallel} "
+          f"vocab parts {gen.select_vocab_parts} "
           f"bf16 dots {gen.bf16_dots} f64 dots {gen.f64_dots} "
           f"max programs {gen.max_programs} (prefill {gen.prefill_max_programs}) "
           f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "

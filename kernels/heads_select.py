@@ -49,8 +49,7 @@ def _heads_select_kernel(
     B, n_parts, part_stride, x_sb, out_sb, step, n_step, eps,
     C: tl.constexpr, K: tl.constexpr, V: tl.constexpr, EOS: tl.constexpr, BLOCK_C: tl.constexpr,
     BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr, VCH: tl.constexpr, NV: tl.constexpr, BLOCK_B: tl.constexpr,
-    UPSTREAM: tl.constexpr, HAS_TAU: tl.constexpr, FENCE: tl.constexpr, PARALLEL: tl.constexpr,
-    GDC: tl.constexpr,
+    UPSTREAM: tl.constexpr, HAS_TAU: tl.constexpr, FENCE: tl.constexpr, GDC: tl.constexpr,
 ):
     gdc_enter(GDC)  # first: see _pdl.py
     b = tl.program_id(0)
@@ -108,41 +107,18 @@ def _heads_select_kernel(
                           mask=(offs_k < K)[:, None] & (offs_v < V)[None, :], other=0.0, cache_modifier=".cg")
             tlv = tl.load(tlv_ptr + b * K + offs_k, mask=offs_k < K, other=0.0, cache_modifier=".cg")
             # the serial part is only the argmax chain; each position's softmax sum is one 2D pass after it
-            if PARALLEL:
-                # every position's argmax over the frame's bans at once (one 2D pass, off the chain); position
-                # i keeps it unless an earlier position of this step took that id (a conflict: 3% of positions
-                # on the fixture model, bench/select_conflicts.py), and only then runs its own masked argmax.
-                # Same ids: the same values, the same lowest-id rule. The 2D reduction leaves every position's
-                # pick in each thread's registers (read from its last shared-memory stage), so a position's fast
-                # path is one in-warp check against the step's earlier choices, no barrier (sm_90 SASS).
-                pickv, picks = tl.max(tl.where(base[None, :], float("-inf"), lg2), axis=1, return_indices=True,
-                                      return_indices_tie_break_left=True)
-                picks = picks.to(tl.int32)
-                for i in tl.static_range(K):
-                    c = tl.max(tl.where(offs_k == i, picks, -1), axis=0)
-                    mx = tl.max(tl.where(offs_k == i, pickv, float("-inf")), axis=0)
-                    taken = tl.max(((chosen == c) & (offs_k < i)).to(tl.int32), axis=0)
-                    if taken != 0:
-                        s = tl.where(banned, float("-inf"), tl.load(logit_ptr + (b * K + i) * V + offs_v,
-                                                                    mask=offs_v < V, other=0.0,
-                                                                    cache_modifier=".cg"))
-                        mx, c = tl.max(s, axis=0, return_indices=True, return_indices_tie_break_left=True)
-                        c = c.to(tl.int32)
-                    chosen, mxv, banned, when = _take(i, c, mx, n_step, offs_k, offs_v, chosen, mxv, banned, when,
-                                                      EOS)
-            else:
-                lg = tl.load(logit_ptr + b * K * V + offs_v, mask=offs_v < V, other=0.0, cache_modifier=".cg")
-                for i in tl.static_range(K):
-                    if i + 1 < K:
-                        lg_next = tl.load(logit_ptr + (b * K + i + 1) * V + offs_v, mask=offs_v < V, other=0.0,
-                                          cache_modifier=".cg")
-                    s = tl.where(banned, float("-inf"), lg)
-                    mx, c = tl.max(s, axis=0, return_indices=True, return_indices_tie_break_left=True)
-                    c = c.to(tl.int32)
-                    chosen, mxv, banned, when = _take(i, c, mx, n_step, offs_k, offs_v, chosen, mxv, banned, when,
-                                                      EOS)
-                    if i + 1 < K:
-                        lg = lg_next
+            lg = tl.load(logit_ptr + b * K * V + offs_v, mask=offs_v < V, other=0.0, cache_modifier=".cg")
+            for i in tl.static_range(K):
+                if i + 1 < K:
+                    lg_next = tl.load(logit_ptr + (b * K + i + 1) * V + offs_v, mask=offs_v < V, other=0.0,
+                                      cache_modifier=".cg")
+                s = tl.where(banned, float("-inf"), lg)
+                mx, c = tl.max(s, axis=0, return_indices=True, return_indices_tie_break_left=True)
+                c = c.to(tl.int32)
+                chosen, mxv, banned, when = _take(i, c, mx, n_step, offs_k, offs_v, chosen, mxv, banned, when,
+                                                  EOS)
+                if i + 1 < K:
+                    lg = lg_next
             kmask = offs_k < n_step
             # position i's allowed ids: not banned before the step, not chosen by a position before i
             out2 = base[None, :] | (when[None, :] < offs_k[:, None])
@@ -231,7 +207,7 @@ def _check_args(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch,
 
 def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next, chunk_ids,
                  chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eps, eos, upstream, num_warps=4,
-                 vocab_parts=1, parallel=False):
+                 vocab_parts=1):
     """x [B, S, C] fp32 residual, parts [P, B, S, C] fp32 or None (summed into x at ``last_slot``);
     norm_w [C]; lm_w [K*V, C]; tl_w [K, C]; alive_in/alive_out [B] int32; tau [B] fp32 or None;
     scratch: SelectScratch; ban [B, pow2(V)] int8 per-frame ban bits; embed [V, C]; x_next [B, S, C] fp32
@@ -239,8 +215,6 @@ def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch
     int32; out_ids [B, Lt] int64 and out_conf [B, Lt] fp32 (this frame's outputs).
     vocab_parts: programs a head, at most (the 32-row vocabulary chunks are shared out evenly: 9 chunks in 4 parts
     run as 3 parts of 3).
-    parallel: every position's argmax at once, a position's own masked argmax only where an earlier position of
-    the step took its id (the same ids; a shorter serial chain when conflicts are rare).
     """
     _check_args(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next, chunk_ids,
                 chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eos)
@@ -260,7 +234,7 @@ def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch
         B, P, B * S * C, S * C, out_ids.stride(0), int(step), int(n_step), float(eps),
         C=C, K=K, V=V, EOS=eos, BLOCK_C=triton.next_power_of_2(C), BLOCK_V=ban_width(V),
         BLOCK_K=triton.next_power_of_2(K), VCH=vch, NV=nv, BLOCK_B=triton.next_power_of_2(B),
-        UPSTREAM=bool(upstream), HAS_TAU=tau is not None, FENCE=fence_wanted(x), PARALLEL=bool(parallel),
+        UPSTREAM=bool(upstream), HAS_TAU=tau is not None, FENCE=fence_wanted(x),
         **pdl_options(pdl_wanted(x)),
         num_warps=num_warps,
     )
@@ -268,7 +242,7 @@ def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch
 
 def heads_select_ref(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next,
                      chunk_ids, chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eps, eos, upstream,
-                     num_warps=4, vocab_parts=1, parallel=False):
+                     num_warps=4, vocab_parts=1):
     """Torch reference with the launcher's signature and in-place effects (scratch.logits/tl also filled)."""
     B, S, C = x.shape
     K, V = tl_w.shape[0], embed.shape[0]

@@ -86,9 +86,8 @@ def main() -> dict:
                                                    UPSTREAM=False, G=8, FENCE=True, OB=256, GDC=False)),
         "heads_select": (_heads_select_kernel, hs, dict(C=192, K=10, V=266, EOS=265, BLOCK_C=256, BLOCK_V=512,
                                                         BLOCK_K=16, VCH=1, NV=9, BLOCK_B=1, UPSTREAM=False,
-                                                        HAS_TAU=True, FENCE=True, PARALLEL=False, GDC=False)),
+                                                        HAS_TAU=True, FENCE=True, GDC=False)),
     }
-    cases["heads_select_parallel"] = (_heads_select_kernel, hs, {**cases["heads_select"][2], "PARALLEL": True})
     out = {}
     for name, (fn, types, consts) in cases.items():
         c = _compile(fn, types, consts)

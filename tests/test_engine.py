@@ -256,19 +256,6 @@ def test_other_split_sizes_match_reference(model, vision, chunk, key_block, down
     assert_same(out, reference(model, v, [13, 13], None, "independent"))
 
 
-def test_parallel_choice_matches_reference(model, vision):
-    """heads_select's parallel choice (every position's argmax at once, its own masked argmax only where an earlier
-    position of the step took its id): the same tokens, both semantics, with task-loss stopping."""
-    cfg, w, _ = model
-    g = TritonGenerator(w, cfg, use_cuda_graph=False)
-    g.select_parallel = True
-    v = vision[:2].contiguous()
-    tau = torch.tensor([[-2.0], [0.3]], device=v.device).expand(2, v.shape[1]).contiguous()
-    for sem, t, budget in (("upstream", None, 60), ("independent", tau, 30)):  # 60: conflicts on the fixtures
-        out, _ = g.run(v, [budget] * v.shape[1], t, sem)
-        assert_same(out, reference(model, v, [budget] * v.shape[1], t, sem))
-
-
 @pytest.mark.parametrize("split_k,prefill_split_k", [(32, 0), (0, 64)])
 def test_f64_products_match_reference(model, vision, split_k, prefill_split_k):
     """fp32 mode with the decoder's products on fp64 tensor cores (exact products, fp64 sums): same tokens."""

@@ -39,14 +39,13 @@ CASES = [  # tau, alive, step, n_step, upstream
 ]
 
 
-@pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("tau,alive,step,n_step,upstream", CASES)
-def test_matches_ref(device, tau, alive, step, n_step, upstream, parallel):
+def test_matches_ref(device, tau, alive, step, n_step, upstream):
     a = make(device, tau, alive)
     b = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in a.items()}
     b["scratch"] = SelectScratch(B, K, V, device)
     kw = dict(last_slot=S - 1, step=step, n_step=n_step, eps=1e-5, eos=EOS, upstream=upstream)
-    heads_select(**a, **kw, parallel=parallel)
+    heads_select(**a, **kw)
     heads_select_ref(**b, **kw)
     for key in ("out_ids", "chunk_ids", "chunk_n", "ban", "out_len", "alive_out"):
         assert torch.equal(a[key], b[key]), key
@@ -79,10 +78,10 @@ def test_vocab_parts_match_ref(device, vocab_parts, tau, alive, step, n_step, up
 
 
 @pytest.mark.parametrize("dup", ["all", "pairs"])
-def test_parallel_choice_resolves_conflicts(device, dup):
-    """parallel=True: where positions' own argmaxes collide (every head the same lm_head rows: each position after
-    the first takes an id an earlier one took; or heads in equal pairs), the conflicting positions run their masked
-    argmax and the ids equal the sequential choice's, ties to the lowest id included."""
+def test_choice_resolves_conflicts(device, dup):
+    """Where positions' own argmaxes collide (every head the same lm_head rows: each position after the first
+    would take an id an earlier one took; or heads in equal pairs), each position takes the best id not chosen
+    earlier in the step, as the reference does, ties to the lowest id included."""
     a = make(device, None, [1, 1, 1], seed=2)
     lm = a["lm_w"].view(K, V, C)
     if dup == "all":
@@ -94,13 +93,13 @@ def test_parallel_choice_resolves_conflicts(device, dup):
     b = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in a.items()}
     b["scratch"] = SelectScratch(B, K, V, device)
     kw = dict(last_slot=S - 1, step=0, n_step=K, eps=1e-5, eos=EOS, upstream=False)
-    heads_select(**a, **kw, parallel=True)
+    heads_select(**a, **kw)
     heads_select_ref(**b, **kw)
     for key in ("out_ids", "chunk_ids", "ban", "out_len", "alive_out"):
         assert torch.equal(a[key], b[key]), key
     close(a["out_conf"], b["out_conf"])
     assert all(len(set(r.tolist())) == K for r in a["out_ids"][:, :K])  # no repeats within the step
-    # each position's own argmax over the frame's bans repeats an earlier one: the conflict path ran there
+    # each position's own argmax over the frame's bans repeats an earlier one: the exclusion decided there
     banned = (ban0 != 0) | (torch.arange(V, device=ban0.device) == EOS)
     picks = b["scratch"].logits.masked_fill(banned[:, None, :], float("-inf")).argmax(-1)
     if dup == "all":
