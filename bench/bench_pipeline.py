@@ -25,7 +25,11 @@ VIDEO = MEDIA / "example_input.mp4"
 GAZE = dict(gazing_ratio=0.75, task_loss_requirement=0.7)
 BACKEND = os.environ.get("AUTOGAZE_BENCH_BACKEND", "auto")  # the GPU model backend ("torch": the reference)
 # the GPU model's dtype: "float32" (default) or "bfloat16"
-GPU_DTYPE = {"float32": torch.float32, "bfloat16": torch.bfloat16}[os.environ.get("AUTOGAZE_BENCH_DTYPE", "float32")]
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+if os.environ.get("AUTOGAZE_BENCH_DTYPE", "float32") not in _DTYPES:
+    raise ValueError(f"AUTOGAZE_BENCH_DTYPE: expected one of {sorted(_DTYPES)}, "
+                     f"got {os.environ['AUTOGAZE_BENCH_DTYPE']!r}")
+GPU_DTYPE = _DTYPES[os.environ.get("AUTOGAZE_BENCH_DTYPE", "float32")]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 try:
     import av  # noqa: F401
