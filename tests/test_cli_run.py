@@ -124,11 +124,23 @@ def test_clips_per_call_gives_the_same_run(tmp_path, capsys, monkeypatch):
 
 def test_perf_summary_prints_only_json(tmp_path, capsys, monkeypatch):
     pytest.importorskip("av")
+    from triton_autogaze.cli_run import WARMUP_CALLS
+    from triton_autogaze.pipeline import AutoGazePipeline
+
     monkeypatch.chdir(tmp_path)
+    calls = []
+    gaze = AutoGazePipeline.trace_rgba_clips
+    monkeypatch.setattr(AutoGazePipeline, "trace_rgba_clips",
+                        lambda self, clips, **k: calls.append(tuple(len(c) for c in clips)) or gaze(self, clips, **k))
     code, out, err = run(capsys, "run", "--demo", "--perf-summary", "5", "--frames-per-clip", "2",
                          "--clips-per-call", "2", *FAST)
     assert code == 0, err
+    # 5 frames in clips of 2: batches (2, 2) and (1,), each warmed up WARMUP_CALLS times (the engine captures its
+    # graphs on a shape's second call), then timed once
+    assert WARMUP_CALLS == 2
+    assert calls == [(2, 2)] * WARMUP_CALLS + [(1,)] * WARMUP_CALLS + [(2, 2), (1,)]
     doc = json.loads(out)  # stdout holds exactly one JSON document
+    assert doc["warmup"].startswith("2 untimed model calls per batch shape")
     assert doc["frames"] == 5 and doc["device"].startswith("cuda" if torch.cuda.is_available() else "cpu")
     t = doc["timing"]
     assert set(t["ms_per_frame"]) == {"decode", "preprocess", "model", "render", "encode"}
