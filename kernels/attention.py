@@ -170,39 +170,6 @@ def attention_splits(n: int, max_key_end: int, chunk: int) -> int:
     return max(1, triton.cdiv(max_key_end, chunk))
 
 
-def check_attention_io(keymask, w_o, out, k_cache, n, max_key_end):
-    """The key mask, o_proj weight and output partials of a split-K attention launch over ``k_cache`` [B, H, Lmax,
-    D]: shapes, dtypes and device; ``max_key_end`` within the cache."""
-    B, H, Lmax, D = k_cache.shape
-    C, dev = H * D, k_cache.device
-    _check("keymask", keymask, (B, Lmax), (torch.int8,), dev)
-    _check("w_o", w_o, (C, C), (torch.float32, torch.bfloat16), dev)
-    _check("out", out, (H, B, out.shape[2], C), (torch.float32,), dev)
-    if out.shape[2] < n:
-        raise ValueError(f"out: needs at least n={n} slots, got {out.shape[2]}")
-    if max_key_end > Lmax:
-        raise ValueError(f"max_key_end: {max_key_end} exceeds the cache capacity {Lmax}")
-
-
-def split_launch(scratch, programs, n, max_key_end, chunk, block_q, block_k, merge_group, oproj_block, C, D):
-    """-> (key splits, o_proj columns a product) of a split-K attention launch of ``programs`` query blocks
-    after checking that ``scratch`` holds them and that the launch sizes are valid."""
-    nsplit = attention_splits(n, max_key_end, chunk)
-    if scratch.rows < programs or scratch.nsplit < nsplit or scratch.bq != block_q or \
-            scratch.acc.numel() != scratch.acc_size(scratch.rows, scratch.nsplit, block_q, D):
-        raise ValueError(f"scratch: too small for {programs} programs x {nsplit} splits of {block_q} queries "
-                         f"of head dim {D}")
-    if chunk % block_k:
-        raise ValueError("chunk must be a multiple of block_k")
-    if merge_group < 1 or merge_group & (merge_group - 1):
-        raise ValueError(f"merge_group: expected a power of two >= 1, got {merge_group}")
-    block_c = triton.next_power_of_2(C)
-    ob = block_c if oproj_block is None else oproj_block
-    if ob < 16 or ob & (ob - 1) or ob > block_c:
-        raise ValueError(f"oproj_block: expected a power of two in 16..{block_c}, got {oproj_block}")
-    return nsplit, ob
-
-
 def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, out, scratch, n, max_key_end,
               upstream, block_q=16, chunk=256, block_k=64, num_warps=4, merge_group=8, oproj_block=None,
               bf16_dots=False, f64_dots=False, num_stages=None):
@@ -225,14 +192,31 @@ def attention(q, k_cache, v_cache, keymask, qoff, qoff_add, jmin, alive, w_o, ou
     Lmax = k_cache.shape[2]
     _check("k_cache", k_cache, (B, H, Lmax, D), (torch.float32, torch.bfloat16), dev)
     _check("v_cache", v_cache, (B, H, Lmax, D), (k_cache.dtype,), dev)
+    _check("keymask", keymask, (B, Lmax), (torch.int8,), dev)
     for nm, t in (("qoff", qoff), ("jmin", jmin), ("alive", alive)):
         _check(nm, t, (B,), (torch.int32,), dev)
-    check_attention_io(keymask, w_o, out, k_cache, n, max_key_end)
+    _check("w_o", w_o, (C, C), (torch.float32, torch.bfloat16), dev)
+    _check("out", out, (H, B, out.shape[2], C), (torch.float32,), dev)
+    if out.shape[2] < n:
+        raise ValueError(f"out: needs at least n={n} slots, got {out.shape[2]}")
+    if max_key_end > Lmax:
+        raise ValueError(f"max_key_end: {max_key_end} exceeds the cache capacity {Lmax}")
     check_bf16_dots(bf16_dots, w_o, "w_o")
     check_bf16_dots(bf16_dots, k_cache, "k_cache")
     nqb = triton.cdiv(n, block_q)
-    nsplit, ob = split_launch(scratch, B * H * nqb, n, max_key_end, chunk, block_q, block_k, merge_group,
-                              oproj_block, C, D)
+    nsplit = attention_splits(n, max_key_end, chunk)
+    if scratch.rows < B * H * nqb or scratch.nsplit < nsplit or scratch.bq != block_q or \
+            scratch.acc.numel() != scratch.acc_size(scratch.rows, scratch.nsplit, block_q, D):
+        raise ValueError(f"scratch: too small for {B * H * nqb} programs x {nsplit} splits of {block_q} queries "
+                         f"of head dim {D}")
+    if chunk % block_k:
+        raise ValueError("chunk must be a multiple of block_k")
+    if merge_group < 1 or merge_group & (merge_group - 1):
+        raise ValueError(f"merge_group: expected a power of two >= 1, got {merge_group}")
+    block_c = triton.next_power_of_2(C)
+    ob = block_c if oproj_block is None else oproj_block
+    if ob < 16 or ob & (ob - 1) or ob > block_c:
+        raise ValueError(f"oproj_block: expected a power of two in 16..{block_c}, got {oproj_block}")
     grid = (B * H * nqb, nsplit)
     _attention_kernel[grid](
         q, k_cache, v_cache, keymask, qoff, int(qoff_add), jmin, alive,

@@ -155,30 +155,11 @@ def _rmsnorm_qkv_rope_kernel(
                 tl.store(v_ptr + cp + HALF, y2.to(v_ptr.dtype.element_ty), mask=sm)
 
 
-def check_projection_args(x, ln_w, w_qkv, cos_tab, sin_tab, pos, k_cache, v_cache, n):
-    """The weights, rotary tables, positions and KV cache of a feed's q / k / v projection (x [B, S, C] checked
-    by the caller): shapes, dtypes and device."""
-    B, S, C = x.shape
-    dev = x.device
-    wdt = (torch.float32, torch.bfloat16)
-    _check("ln_w", ln_w, (C,), wdt, dev)
-    _check("w_qkv", w_qkv, (3 * C, C), wdt, dev)
-    H, Lmax, D = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
-    if H * D != C or D % 2:
-        raise ValueError(f"k_cache: heads {H} x head dim {D} must equal C={C} with even D")
-    _check("k_cache", k_cache, (B, H, Lmax, D), wdt, dev)
-    _check("v_cache", v_cache, (B, H, Lmax, D), (k_cache.dtype,), dev)
-    _check("cos_tab", cos_tab, (cos_tab.shape[0], D // 2), (torch.float32,), dev)
-    _check("sin_tab", sin_tab, (cos_tab.shape[0], D // 2), (torch.float32,), dev)
-    _check("pos", pos, (B, pos.shape[1]), (torch.int32,), dev)
-    if pos.shape[1] < n:
-        raise ValueError(f"pos: needs at least n={n} columns, got {pos.shape[1]}")
-
-
 def _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n):
     B, S, C = x.shape
     dev = x.device
     f32 = (torch.float32,)
+    wdt = (torch.float32, torch.bfloat16)
     _check("x", x, (B, S, C), f32, dev)
     if not 1 <= n <= S:
         raise ValueError(f"n: expected 1 <= n <= {S}, got {n}")
@@ -187,8 +168,18 @@ def _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin,
         if h_out is None:
             raise ValueError("h_out: required when parts are given")
         _check("h_out", h_out, (B, S, C), f32, dev)
-    check_projection_args(x, ln_w, w_qkv, cos_tab, sin_tab, pos, k_cache, v_cache, n)
-    H, D = k_cache.shape[1], k_cache.shape[3]
+    _check("ln_w", ln_w, (C,), wdt, dev)
+    _check("w_qkv", w_qkv, (3 * C, C), wdt, dev)
+    H, Lmax, D = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
+    if H * D != C or D % 2:
+        raise ValueError(f"k_cache: heads {H} x head dim {D} must equal C={C} with even D")
+    _check("k_cache", k_cache, (B, H, Lmax, D), wdt, dev)
+    _check("v_cache", v_cache, (B, H, Lmax, D), (k_cache.dtype,), dev)
+    _check("cos_tab", cos_tab, (cos_tab.shape[0], D // 2), f32, dev)
+    _check("sin_tab", sin_tab, (cos_tab.shape[0], D // 2), f32, dev)
+    _check("pos", pos, (B, pos.shape[1]), (torch.int32,), dev)
+    if pos.shape[1] < n:
+        raise ValueError(f"pos: needs at least n={n} columns, got {pos.shape[1]}")
     for nm, t in (("qoff", qoff), ("jmin", jmin), ("alive", alive)):
         _check(nm, t, (B,), (torch.int32,), dev)
     _check("q_out", q_out, (B, H, q_out.shape[2], D), f32, dev)
