@@ -154,6 +154,6 @@ def test_stream_frame_latency(benchmark, pipe, tau):
 
     run()
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
-    if stat(benchmark, "median") is not None:  # None under --benchmark-disable
-        benchmark.extra_info["ms_per_frame"] = stat(benchmark, "median") / len(frames) * 1e3
+    if (t := stat(benchmark, "median")) is not None:  # None under --benchmark-disable
+        benchmark.extra_info["ms_per_frame"] = t / len(frames) * 1e3
     _info(benchmark, dtype=str(pipe.model.dtype), task_loss_requirement=tau)

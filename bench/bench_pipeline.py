@@ -27,10 +27,10 @@ GAZE = dict(gazing_ratio=0.75, task_loss_requirement=0.7)
 BACKEND = os.environ.get("AUTOGAZE_BENCH_BACKEND", "auto")  # the GPU model backend ("torch": the reference)
 # the GPU model's dtype: "float32" (default) or "bfloat16"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-if os.environ.get("AUTOGAZE_BENCH_DTYPE", "float32") not in _DTYPES:
-    raise ValueError(f"AUTOGAZE_BENCH_DTYPE: expected one of {sorted(_DTYPES)}, "
-                     f"got {os.environ['AUTOGAZE_BENCH_DTYPE']!r}")
-GPU_DTYPE = _DTYPES[os.environ.get("AUTOGAZE_BENCH_DTYPE", "float32")]
+_DTYPE_NAME = os.environ.get("AUTOGAZE_BENCH_DTYPE", "float32")
+if _DTYPE_NAME not in _DTYPES:
+    raise ValueError(f"AUTOGAZE_BENCH_DTYPE: expected one of {sorted(_DTYPES)}, got {_DTYPE_NAME!r}")
+GPU_DTYPE = _DTYPES[_DTYPE_NAME]
 # untimed rounds before a GPU benchmark: the engine and the encoder capture a call shape's CUDA graphs on its second
 # call, so the first two rounds are the compile and the capture
 WARM_GPU = 2
@@ -121,8 +121,8 @@ def test_gpu_upload(benchmark, clip_1080p, path, size):
 
     out = benchmark.pedantic(run, rounds=30 if size == "frame" else 10, iterations=1, warmup_rounds=2)
     assert torch.equal(out[-1, -1].cpu(), src[-1, -1])
-    if stat(benchmark, "median") is not None:  # None under --benchmark-disable
-        benchmark.extra_info["GB_per_s"] = src.numel() / stat(benchmark, "median") / 1e9
+    if (t := stat(benchmark, "median")) is not None:  # None under --benchmark-disable
+        benchmark.extra_info["GB_per_s"] = src.numel() / t / 1e9
     up.close()
 
 
@@ -161,8 +161,8 @@ def test_cpu_trace_video_fps(benchmark, cpu_pipe):
     _record_device(benchmark, "cpu")
     frames = benchmark.pedantic(_trace_video, args=(cpu_pipe, 16), rounds=1, iterations=1)
     benchmark.extra_info["frames"] = frames
-    if stat(benchmark, "median") is not None:  # None under --benchmark-disable
-        benchmark.extra_info["fps"] = frames / stat(benchmark, "mean")
+    if (t := stat(benchmark, "mean")) is not None:  # None under --benchmark-disable
+        benchmark.extra_info["fps"] = frames / t
 
 
 @needs_cuda
@@ -176,8 +176,8 @@ def test_gpu_trace_video_fps(benchmark, gpu_pipe, clips_per_call):
                                 warmup_rounds=WARM_GPU)
     benchmark.extra_info["clips_per_call"] = clips_per_call
     benchmark.extra_info["frames"] = frames
-    if stat(benchmark, "median") is not None:  # None under --benchmark-disable
-        benchmark.extra_info["fps"] = frames / stat(benchmark, "mean")
+    if (t := stat(benchmark, "mean")) is not None:  # None under --benchmark-disable
+        benchmark.extra_info["fps"] = frames / t
 
 
 @pytest.mark.benchmark(group="stream-latency")
@@ -205,5 +205,5 @@ def test_stream_latency_per_frame(benchmark, request, device, stage, monkeypatch
 
     cuda = device == "cuda"
     benchmark.pedantic(run, rounds=3 if cuda else 1, iterations=1, warmup_rounds=WARM_GPU if cuda else 0)
-    if stat(benchmark, "median") is not None:  # None under --benchmark-disable
-        benchmark.extra_info["seconds_per_frame"] = stat(benchmark, "mean") / len(rgb)
+    if (t := stat(benchmark, "mean")) is not None:  # None under --benchmark-disable
+        benchmark.extra_info["seconds_per_frame"] = t / len(rgb)
