@@ -305,6 +305,14 @@ def run_run(args: argparse.Namespace) -> dict:
             except ValueError as e:
                 raise CLIError(str(e)) from e
 
+        def render_clip(with_renderer: Renderer, frames: torch.Tensor, trace: Any, first_frame: int):
+            """One clip's side-by-side buffer [T, H, 3W, 3] and its per-frame metrics (the timed path and the
+            perf summary's warm-up alike)."""
+            T, H, W = frames.shape[:3]
+            sbs = side_by_side_buffer(T, H, W, frames.device)
+            rendered = with_renderer.render(frames, trace, sbs)
+            return sbs, frame_metrics(rendered, scale_grids(trace), first_frame, args.visualization)
+
         if perf:
             with timer.stage("decode"):
                 first = next(source.clips(1), None)
@@ -321,9 +329,7 @@ def run_run(args: argparse.Namespace) -> dict:
                 warm_renderer = Renderer(settings, backend=render_backend)
                 for _ in range(WARMUP_CALLS):
                     for frames, trace in zip(held, gaze(held)):
-                        T, H, W = frames.shape[:3]
-                        rendered = warm_renderer.render(frames, trace, side_by_side_buffer(T, H, W, frames.device))
-                        frame_metrics(rendered, scale_grids(trace), 0, args.visualization)
+                        render_clip(warm_renderer, frames, trace, 0)
             timer.seconds = {k: 0.0 for k in STAGES}
             clips = _static_clips(first[:1], n, t)
         else:
@@ -342,11 +348,10 @@ def run_run(args: argparse.Namespace) -> dict:
                 with timer.stage("model"):
                     traces = gaze(held)
                 for frames, trace in zip(held, traces):
+                    T, W = frames.shape[0], frames.shape[2]
                     with timer.stage("render"):
-                        T, H, W = frames.shape[:3]
-                        sbs = side_by_side_buffer(T, H, W, frames.device)
-                        rendered = renderer.render(frames, trace, sbs)
-                        run_metrics.add(frame_metrics(rendered, scale_grids(trace), n_frames, args.visualization))
+                        sbs, metrics = render_clip(renderer, frames, trace, n_frames)
+                        run_metrics.add(metrics)
                     with timer.stage("encode"):
                         host = sbs.cpu().numpy()  # [T, H, 3W, 3]
                         for sink in sinks:
