@@ -1,6 +1,7 @@
 """Where a streamed 224 px push's time goes (GPU): ``GazeStream.push`` of random frames, whole and in parts.
 
-    python bench/push_probe.py [--frames 16] [--tau 0.7 none] [--bf16] [--profile] [--gpu-time]
+    python bench/push_probe.py [--frames 16] [--tau 0.7 none] [--bf16] [--profile] [--replay-time]
+                               [--gpu-time [--trace DIR]]
 
 Per threshold: ms a push over 5 rounds of ``--frames`` pushes (sorted), then the pipeline's parts of a push
 (``packed`` upload, ``plan``, ``packed_tiles`` resize, ``_gaze_tiles`` encode + engine + its sync, ``assemble``
@@ -39,6 +40,10 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--gpu-time", action="store_true", help="also the device's busy time a push (torch profiler)")
+    ap.add_argument("--replay-time", action="store_true",
+                    help="also the host time of each CUDA graph's replay call (cudaGraphLaunch), per graph")
+    ap.add_argument("--trace", metavar="DIR", help="with --gpu-time: write each threshold's profiler timeline "
+                    "(Chrome trace JSON) into DIR")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
@@ -60,6 +65,8 @@ def main() -> None:
             run()
             ms.append((time.perf_counter() - t0) / len(frames) * 1e3)
         print(f"tau {tau}: push {', '.join(f'{m:.3f}' for m in sorted(ms))} ms")
+        if args.replay_time:
+            replay_times(run)
         parts: dict[str, list[float]] = {}
         for name in PARTS:
             def timed(*a, _fn=getattr(pipe, name), _name=name, **k):
@@ -93,7 +100,30 @@ def main() -> None:
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 run()
             busy = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3 / len(frames)
+            if args.trace:
+                Path(args.trace).mkdir(parents=True, exist_ok=True)
+                prof.export_chrome_trace(str(Path(args.trace) / f"push_tau_{tau}.json"))
             print(f"  device busy {busy:.3f} ms a push (kernels and copies, summed)")
+
+
+def replay_times(run) -> None:
+    """Host ms of each captured graph's ``replay`` over one round, per graph (the call returns once the driver
+    has queued the graph: its cost grows with the graph's nodes)."""
+    times: dict[int, list[float]] = {}
+    orig = torch.cuda.CUDAGraph.replay
+
+    def timed(self):
+        t = time.perf_counter()
+        orig(self)
+        times.setdefault(id(self), []).append((time.perf_counter() - t) * 1e3)
+
+    torch.cuda.CUDAGraph.replay = timed
+    try:
+        run()
+    finally:
+        torch.cuda.CUDAGraph.replay = orig
+    for v in sorted(times.values(), key=lambda v: -float(np.median(v))):
+        print(f"  graph replay: {len(v)} calls, host ms median {np.median(v):.3f} (min {min(v):.3f}, max {max(v):.3f})")
 
 
 if __name__ == "__main__":
