@@ -173,9 +173,6 @@ def main() -> None:
     ap.add_argument("--skip-dead", action=argparse.BooleanOptionalAction, default=None,
                     help="with tau: skip the decode steps after every row stopped (CUDA-graph IF nodes; the default)")
     ap.add_argument("--vocab-parts", type=int, default=None, help="heads_select programs a head (9 on the GPU)")
-    ap.add_argument("--split-select", action=argparse.BooleanOptionalAction, default=None,
-                    help="heads_select as two kernels: the logits, then the choice in one program a row")
-    ap.add_argument("--choice-warps", type=int, default=None, help="with --split-select: warps of a choice program")
     ap.add_argument("--bf16-dots", dest="bf16_dots", action="store_const", const=True, default=None,
                     help="with --bf16: the decoder's products on tensor cores (the default)")
     ap.add_argument("--no-bf16-dots", dest="bf16_dots", action="store_const", const=False,
@@ -217,13 +214,13 @@ def main() -> None:
                       ("prefill_merge_rows", "prefill_merge_rows"), ("decode_programs", "decode_programs"),
                       ("gemm_block_n", "gemm_block_n"), ("gemm_block_k", "gemm_block_k"),
                       ("gemm_block_h", "gemm_block_h"), ("gemm_block_i", "gemm_block_i"),
-                      ("gemm_block_c", "gemm_block_c"), ("choice_warps", "choice_warps")):
+                      ("gemm_block_c", "gemm_block_c")):
         if getattr(args, arg) is not None:
             setattr(gen, attr, getattr(args, arg))
     for arg in ("prefill_key_block", "large_decode_key_block"):
         if getattr(args, arg) is not None:
             setattr(gen, arg, getattr(args, arg) or None)
-    for arg in ("flat_decode", "flat_qkv", "split_select"):
+    for arg in ("flat_decode", "flat_qkv"):
         if getattr(args, arg) is not None:
             setattr(gen, arg, getattr(args, arg))
     if args.prefill_gemm_rows is not None:
@@ -283,7 +280,7 @@ def main() -> None:
           f"{gen.prefill_split_k} prefill block {gen.prefill_block} attention warps {gen.attention_warps} "
           f"merge group {gen.merge_group} oproj block {gen.oproj_block} select warps {gen.select_warps} "
           f"linear warps {gen.linear_warps}/{gen.prefill_linear_warps} "
-          f"vocab parts {gen.select_vocab_parts} split select {gen.split_select} ({gen.choice_warps} warps) "
+          f"vocab parts {gen.select_vocab_parts} "
           f"bf16 dots {gen.bf16_dots} f64 dots {gen.f64_dots} "
           f"max programs {gen.max_programs} (prefill {gen.prefill_max_programs}) "
           f"prefill attention block {gen.prefill_attention_block} prefill / large decode key blocks "

@@ -28,12 +28,11 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-KERNELS = [  # (module, kernel attribute) the engine launches; a kernel is named by its attribute (_NAME_kernel)
-    ("attention", "_attention_kernel"), ("frame_finish", "_frame_finish_kernel"), ("frame_setup", "_frame_setup_kernel"),
-    ("heads_select", "_heads_select_kernel"), ("heads_select", "_heads_logits_kernel"),
-    ("heads_select", "_heads_choice_kernel"), ("mlp_down", "_mlp_down_kernel"), ("mlp_gate_up", "_mlp_gate_up_kernel"),
-    ("residual_norm", "_residual_norm_kernel"), ("rmsnorm_qkv_rope", "_rmsnorm_qkv_rope_kernel"),
-]
+KERNELS = {  # module -> kernel attribute launched by the engine
+    "attention": "_attention_kernel", "frame_finish": "_frame_finish_kernel", "frame_setup": "_frame_setup_kernel",
+    "heads_select": "_heads_select_kernel", "mlp_down": "_mlp_down_kernel", "mlp_gate_up": "_mlp_gate_up_kernel",
+    "residual_norm": "_residual_norm_kernel", "rmsnorm_qkv_rope": "_rmsnorm_qkv_rope_kernel",
+}
 GPU_SIZES = dict(mlp_block_i=16, mlp_block_c=16, prefill_block=32, head_block=16, key_block=64, decode_split_k=32,
                  prefill_split_k=32, select_vocab_parts=9, f64_dots=1, prefill_gemm_rows=4)
 
@@ -89,7 +88,7 @@ def record(rows: int, overrides: dict, bf16: bool = False) -> list[dict]:
                                           divisible=div))
             return launch
 
-    for mod, attr in KERNELS:
+    for mod, attr in KERNELS.items():
         m = importlib.import_module(f"triton_autogaze.kernels.{mod}")
         setattr(m, attr, Recorder(f"{mod}.{attr}", getattr(m, attr)))
     cfg, w, _ = load_checkpoint(model_dir())
@@ -183,7 +182,6 @@ def main():
     for c in sorted(configs, key=lambda c: c["kernel"]):
         mod, attr = c["kernel"].split(".")
         fn = getattr(importlib.import_module(f"triton_autogaze.kernels.{mod}"), attr)
-        mod = attr.removeprefix("_").removesuffix("_kernel")  # the kernel's name (a module may launch several)
         if "FENCE" in c["constexprs"]:  # recorded on CPU tensors; the GPU launch compiles the fenced path
             c["constexprs"]["FENCE"] = True
         if "GDC" in c["constexprs"]:  # likewise: on an H100 the engine's kernels launch with PDL (kernels/_pdl.py)

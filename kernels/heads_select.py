@@ -150,115 +150,6 @@ def _heads_select_kernel(
             tl.store(alive_out_ptr + b, keep.to(tl.int32))
 
 
-@triton.jit
-def _heads_logits_kernel(
-    x_ptr, part_ptr, last_slot, norm_ptr, lm_ptr, tlw_ptr, alive_in_ptr, logit_ptr, tlv_ptr,
-    B, n_parts, part_stride, x_sb, eps,
-    C: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BLOCK_C: tl.constexpr, VCH: tl.constexpr,
-    NV: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr, GDC: tl.constexpr,
-):
-    # split mode, first kernel: the logits (and task-loss values) of running rows, as the fused kernel's first half
-    gdc_enter(GDC)  # first: see _pdl.py
-    b = tl.program_id(0)
-    pk = tl.program_id(1)
-    k = pk // NV
-    vpart = pk % NV
-    if UPSTREAM:
-        ob = tl.arange(0, BLOCK_B)
-        go = tl.max(tl.load(alive_in_ptr + ob, mask=ob < B, other=0), axis=0)
-    else:
-        go = tl.load(alive_in_ptr + b)
-    if go != 0:
-        offs_c = tl.arange(0, BLOCK_C)
-        cmask = offs_c < C
-        hp = b * x_sb + last_slot * C + offs_c
-        h = tl.load(x_ptr + hp, mask=cmask, other=0.0)
-        for p in range(n_parts):
-            h += tl.load(part_ptr + p * part_stride + hp, mask=cmask, other=0.0)
-        var = tl.sum(h * h, axis=0) / C
-        nw = tl.load(norm_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
-        hn = nw * (h * tl.math.rsqrt(var + eps))
-        for ci in tl.static_range(VCH):
-            rows = (vpart * VCH + ci) * 32 + tl.arange(0, 32)
-            rmask = rows < V
-            w = tl.load(lm_ptr + (k * V + rows)[:, None] * C + offs_c[None, :],
-                        mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-            tl.store(logit_ptr + (b * K + k) * V + rows, tl.sum(w * hn[None, :], axis=1), mask=rmask)
-        if vpart == 0:
-            tw = tl.load(tlw_ptr + k * C + offs_c, mask=cmask, other=0.0).to(tl.float32)
-            tl.store(tlv_ptr + b * K + k, tl.sum(tw * hn, axis=0))
-
-
-@triton.jit
-def _heads_choice_kernel(
-    alive_in_ptr, alive_out_ptr, tau_ptr, logit_ptr, tlv_ptr, ban_ptr, embed_ptr, xn_ptr, chunk_ptr, chunk_n_ptr,
-    out_ids_ptr, out_conf_ptr, out_len_ptr,
-    B, x_sb, out_sb, step, n_step,
-    C: tl.constexpr, K: tl.constexpr, V: tl.constexpr, EOS: tl.constexpr, BLOCK_C: tl.constexpr,
-    BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr, UPSTREAM: tl.constexpr,
-    HAS_TAU: tl.constexpr, GDC: tl.constexpr,
-):
-    # split mode, second kernel: one program a row (few warps: the ten dependent argmaxes reduce within them) runs
-    # the fused kernel's choice; each position's softmax sum is taken beside its argmax, over the same allowed ids
-    gdc_enter(GDC)  # first: see _pdl.py
-    b = tl.program_id(0)
-    alive_b = tl.load(alive_in_ptr + b)
-    if UPSTREAM:
-        ob = tl.arange(0, BLOCK_B)
-        go = tl.max(tl.load(alive_in_ptr + ob, mask=ob < B, other=0), axis=0)
-    else:
-        go = alive_b
-    if go == 0:
-        tl.store(alive_out_ptr + b, alive_b)
-    else:
-        offs_c = tl.arange(0, BLOCK_C)
-        cmask = offs_c < C
-        offs_v = tl.arange(0, BLOCK_V)
-        offs_k = tl.arange(0, BLOCK_K)
-        banned = (tl.load(ban_ptr + b * BLOCK_V + offs_v) != 0) | (offs_v >= EOS)
-        chosen = tl.full([BLOCK_K], EOS, tl.int32)
-        mxv = tl.zeros([BLOCK_K], tl.float32)
-        confv = tl.zeros([BLOCK_K], tl.float32)
-        when = tl.full([BLOCK_V], BLOCK_K, tl.int32)
-        tlv = tl.load(tlv_ptr + b * K + offs_k, mask=offs_k < K, other=0.0)
-        lg = tl.load(logit_ptr + b * K * V + offs_v, mask=offs_v < V, other=0.0)
-        for i in tl.static_range(K):
-            if i + 1 < K:
-                lg_next = tl.load(logit_ptr + (b * K + i + 1) * V + offs_v, mask=offs_v < V, other=0.0)
-            s = tl.where(banned, float("-inf"), lg)
-            mx, c = tl.max(s, axis=0, return_indices=True, return_indices_tie_break_left=True)
-            den = tl.sum(tl.where(banned, 0.0, tl.exp(lg - mx)), axis=0)
-            confv = tl.where(offs_k == i, 1.0 / den, confv)
-            chosen, mxv, banned, when = _take(i, c.to(tl.int32), mx, n_step, offs_k, offs_v, chosen, mxv, banned,
-                                              when, EOS)
-            if i + 1 < K:
-                lg = lg_next
-        kmask = offs_k < n_step
-        confv = tl.where(kmask, confv, 0.0)
-        pad = (alive_b == 0) | (offs_k < 0)
-        keep = alive_b != 0
-        if HAS_TAU:
-            tau = tl.load(tau_ptr + b)
-            hit = (tlv <= tau) & kmask & ~((offs_k == 0) & (step == 0))
-            pad = pad | hit
-            keep = keep & (tl.max(hit.to(tl.int32), axis=0) == 0)
-        ids = tl.where(pad, EOS, chosen)
-        conf = tl.where(ids == EOS, 0.0, confv)
-        col = step * K + offs_k
-        tl.store(out_ids_ptr + b * out_sb + col, ids.to(tl.int64), mask=kmask)
-        tl.store(out_conf_ptr + b * out_sb + col, conf, mask=kmask)
-        dst = K - n_step + offs_k
-        tl.store(chunk_ptr + b * K + dst, ids, mask=kmask)
-        tl.store(chunk_n_ptr + b, n_step)
-        tl.debug_barrier()  # every warp has read the ban bits before any is set
-        tl.store(ban_ptr + b * BLOCK_V + ids, 1, mask=kmask & (ids != EOS))
-        emb = tl.load(embed_ptr + ids[:, None] * C + offs_c[None, :], mask=kmask[:, None] & cmask[None, :],
-                      other=0.0).to(tl.float32)
-        tl.store(xn_ptr + b * x_sb + dst[:, None] * C + offs_c[None, :], emb, mask=kmask[:, None] & cmask[None, :])
-        tl.store(out_len_ptr + b, step * K + n_step)
-        tl.store(alive_out_ptr + b, keep.to(tl.int32))
-
-
 class SelectScratch:
     """Per-row scratch of :func:`heads_select`: logits [B, K, V], task-loss values [B, K], zeroed tickets [B]."""
 
@@ -316,7 +207,7 @@ def _check_args(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch,
 
 def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next, chunk_ids,
                  chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eps, eos, upstream, num_warps=4,
-                 vocab_parts=1, split=False, choice_warps=1):
+                 vocab_parts=1):
     """x [B, S, C] fp32 residual, parts [P, B, S, C] fp32 or None (summed into x at ``last_slot``);
     norm_w [C]; lm_w [K*V, C]; tl_w [K, C]; alive_in/alive_out [B] int32; tau [B] fp32 or None;
     scratch: SelectScratch; ban [B, pow2(V)] int8 per-frame ban bits; embed [V, C]; x_next [B, S, C] fp32
@@ -324,9 +215,6 @@ def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch
     int32; out_ids [B, Lt] int64 and out_conf [B, Lt] fp32 (this frame's outputs).
     vocab_parts: programs a head, at most (the 32-row vocabulary chunks are shared out evenly: 9 chunks in 4 parts
     run as 3 parts of 3).
-    split: two kernels instead of one: the logits (``num_warps`` warps a program), then the choice in one program a
-    row of ``choice_warps`` warps (a kernel boundary in place of the ticket; the choice's ten dependent argmaxes
-    reduce over fewer warps). Same ids; confidences may differ in the last bits (another summation order).
     """
     _check_args(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next, chunk_ids,
                 chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eos)
@@ -339,24 +227,6 @@ def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch
                          f"got {vocab_parts!r}")
     vch = triton.cdiv(chunks, vocab_parts)  # chunks a program; the last part may hold fewer (masked rows)
     nv = triton.cdiv(chunks, vch)
-    if isinstance(choice_warps, bool) or not isinstance(choice_warps, int) or choice_warps not in (1, 2, 4, 8, 16):
-        raise ValueError(f"choice_warps: expected 1, 2, 4, 8 or 16, got {choice_warps!r}")
-    if split:
-        pdl = pdl_options(pdl_wanted(x))
-        _heads_logits_kernel[(B, K * nv)](
-            x, x if parts is None else parts, int(last_slot), norm_w, lm_w, tl_w, alive_in, scratch.logits,
-            scratch.tl, B, P, B * S * C, S * C, float(eps),
-            C=C, K=K, V=V, BLOCK_C=triton.next_power_of_2(C), VCH=vch, NV=nv, BLOCK_B=triton.next_power_of_2(B),
-            UPSTREAM=bool(upstream), **pdl, num_warps=num_warps,
-        )
-        _heads_choice_kernel[(B,)](
-            alive_in, alive_out, alive_in if tau is None else tau, scratch.logits, scratch.tl, ban, embed, x_next,
-            chunk_ids, chunk_n, out_ids, out_conf, out_len, B, S * C, out_ids.stride(0), int(step), int(n_step),
-            C=C, K=K, V=V, EOS=eos, BLOCK_C=triton.next_power_of_2(C), BLOCK_V=ban_width(V),
-            BLOCK_K=triton.next_power_of_2(K), BLOCK_B=triton.next_power_of_2(B), UPSTREAM=bool(upstream),
-            HAS_TAU=tau is not None, **pdl, num_warps=choice_warps,
-        )
-        return
     _heads_select_kernel[(B, K * nv)](
         x, x if parts is None else parts, int(last_slot), norm_w, lm_w, tl_w, alive_in, alive_out,
         alive_in if tau is None else tau, scratch.logits, scratch.tl, scratch.cnt, ban, embed, x_next,
@@ -372,7 +242,7 @@ def heads_select(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch
 
 def heads_select_ref(x, parts, norm_w, lm_w, tl_w, alive_in, alive_out, tau, scratch, ban, embed, x_next,
                      chunk_ids, chunk_n, out_ids, out_conf, out_len, last_slot, step, n_step, eps, eos, upstream,
-                     num_warps=4, vocab_parts=1, split=False, choice_warps=1):
+                     num_warps=4, vocab_parts=1):
     """Torch reference with the launcher's signature and in-place effects (scratch.logits/tl also filled)."""
     B, S, C = x.shape
     K, V = tl_w.shape[0], embed.shape[0]

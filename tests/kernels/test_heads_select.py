@@ -39,15 +39,13 @@ CASES = [  # tau, alive, step, n_step, upstream
 ]
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["fused", "split"])
 @pytest.mark.parametrize("tau,alive,step,n_step,upstream", CASES)
-def test_matches_ref(device, tau, alive, step, n_step, upstream, split):
-    """One kernel (the choice behind a ticket) or two (split: the logits, then the choice a program a row)."""
+def test_matches_ref(device, tau, alive, step, n_step, upstream):
     a = make(device, tau, alive)
     b = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in a.items()}
     b["scratch"] = SelectScratch(B, K, V, device)
     kw = dict(last_slot=S - 1, step=step, n_step=n_step, eps=1e-5, eos=EOS, upstream=upstream)
-    heads_select(**a, **kw, split=split, vocab_parts=3 if split else 1)
+    heads_select(**a, **kw)
     heads_select_ref(**b, **kw)
     for key in ("out_ids", "chunk_ids", "chunk_n", "ban", "out_len", "alive_out"):
         assert torch.equal(a[key], b[key]), key
@@ -79,9 +77,8 @@ def test_vocab_parts_match_ref(device, vocab_parts, tau, alive, step, n_step, up
     assert not a["scratch"].cnt.any(), "tickets must be reset"
 
 
-@pytest.mark.parametrize("split,choice_warps", [(False, 1), (True, 1), (True, 4)], ids=["fused", "split1", "split4"])
 @pytest.mark.parametrize("dup", ["all", "pairs"])
-def test_choice_resolves_conflicts(device, dup, split, choice_warps):
+def test_choice_resolves_conflicts(device, dup):
     """Where positions' own argmaxes collide (every head the same lm_head rows: each position after the first
     would take an id an earlier one took; or heads in equal pairs), each position takes the best id not chosen
     earlier in the step, as the reference does, ties to the lowest id included."""
@@ -96,7 +93,7 @@ def test_choice_resolves_conflicts(device, dup, split, choice_warps):
     b = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in a.items()}
     b["scratch"] = SelectScratch(B, K, V, device)
     kw = dict(last_slot=S - 1, step=0, n_step=K, eps=1e-5, eos=EOS, upstream=False)
-    heads_select(**a, **kw, split=split, choice_warps=choice_warps)
+    heads_select(**a, **kw)
     heads_select_ref(**b, **kw)
     for key in ("out_ids", "chunk_ids", "ban", "out_len", "alive_out"):
         assert torch.equal(a[key], b[key]), key
@@ -109,14 +106,6 @@ def test_choice_resolves_conflicts(device, dup, split, choice_warps):
         assert bool((picks == picks[:, :1]).all())
     else:
         assert bool((picks[:, 1::2] == picks[:, 0::2]).all())
-
-
-@pytest.mark.parametrize("bad", [0, 3, 32, 2.0, True])
-def test_choice_warps_refused(device, bad):
-    a = make(device, None, [1, 1, 1])
-    with pytest.raises(ValueError, match="choice_warps"):
-        heads_select(**a, last_slot=0, step=0, n_step=10, eps=1e-5, eos=EOS, upstream=False, split=True,
-                     choice_warps=bad)
 
 
 @pytest.mark.parametrize("bad", [0, 10, 2.0, True])

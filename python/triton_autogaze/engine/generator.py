@@ -158,11 +158,6 @@ class TritonGenerator:
         # heads_select's warps: 8 (H100, fp32: one clip 45.3 -> 44.5 ms, tau -2 12.7 -> 12.5; 8 clips and 45 rows
         # within noise; 16 no better; RESULTS.md fourteenth pass)
         self.select_warps = 8
-        # heads_select as two kernels (the logits, then the choice in one program a row of choice_warps warps): the
-        # choice's ten dependent argmaxes then reduce within one warp instead of across eight (bench/engine_gpu.py
-        # --split-select / --choice-warps)
-        self.split_select = False
-        self.choice_warps = 1
         # warps of a rmsnorm_qkv_rope / mlp_gate_up / mlp_down program, decode and prefill feeds
         # (bench/engine_gpu.py --linear-warps / --prefill-linear-warps). 4: H100, fp32, one clip 45.3 ms; decode 2 /
         # 8 / 16 warps 50.4 / 54.1 / 64.5 (more warps: shorter chains per warp, but cross-warp reductions and
@@ -559,8 +554,7 @@ class TritonGenerator:
                                      bufs.tau[t] if has_tau else None, ws.select, ws.ban, w.embed, ws.x, ws.chunk_ids,
                                      ws.chunk_n, bufs.ids[t], bufs.conf[t], bufs.lens[t],
                                      S - 1 if s == 0 else K - 1, s, fp.step_n(s, K), eps, eos, upstream,
-                                     num_warps=self.select_warps, vocab_parts=self.select_vocab_parts,
-                                     split=self.split_select, choice_warps=self.choice_warps)
+                                     num_warps=self.select_warps, vocab_parts=self.select_vocab_parts)
             ops.frame_finish(bufs.ids[t], bufs.lens[t], ws.chunk_n, ws.fstart, ws.clen, ws.ccount, ws.keymask, eos)
 
     def _decoder(self, ws: Workspace, n, qoff, qoff_add, jmin, pos, alive, key_end, scratch, block, split,
