@@ -45,6 +45,19 @@ def check_tensor(name: str, t: torch.Tensor, shape: tuple, dtypes: tuple, device
         raise ValueError(f"{name}: must be contiguous")
 
 
+def check_feed(name: str, t: torch.Tensor, n: int) -> tuple[int, int, int]:
+    """A decoder feed: ``t`` a contiguous fp32 [B, S, C] tensor whose first ``n`` slots (1 <= n <= S) a launch
+    uses. Returns (B, S, C); errors name the tensor."""
+    if not isinstance(t, torch.Tensor) or t.dim() != 3:
+        got = f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{name}: expected a [B, S, C] tensor, got {got}")
+    B, S, C = t.shape
+    check_tensor(name, t, (B, S, C), (torch.float32,), t.device)
+    if not 1 <= n <= S:
+        raise ValueError(f"n: expected 1 <= n <= {S}, got {n}")
+    return B, S, C
+
+
 def split_slices(split_k: int, inner: int, rows: int, cols: int) -> tuple[int, int]:
     """(KS, S) constexprs for a product whose inner axis of ``inner`` elements is cut into S slices of KS.
 

@@ -18,7 +18,7 @@ import triton.language as tl
 
 from ._checks import check_tensor as _check
 from ._products import acc_dot, acc_zeros, bf16_round, slice_dot, tc_mode
-from ._checks import check_bf16_dots, split_slices, token_blocks
+from ._checks import check_bf16_dots, check_feed, split_slices, token_blocks
 from ._feed import feed_block
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
@@ -78,12 +78,9 @@ def mlp_down(h, act, w_down, alive, out, n, upstream, block_n=16, block_c=16, bl
     ``bf16_dots`` (bf16 weights only): tensor-core products of bf16-rounded activations (split_k ignored).
     ``f64_dots``: the products on fp64 tensor cores (kernels/_products.py; exclusive with ``bf16_dots``).
     ``flat``: programs of ``block_n`` consecutive tokens of the B x n feed across rows (see mlp_gate_up)."""
-    B, S, C = h.shape
+    B, S, C = check_feed("h", h, n)
     dev = h.device
     f32 = (torch.float32,)
-    _check("h", h, (B, S, C), f32, dev)
-    if not 1 <= n <= S:
-        raise ValueError(f"n: expected 1 <= n <= {S}, got {n}")
     I = act.shape[2]
     _check("act", act, (B, S, I), f32, dev)
     _check("w_down", w_down, (C, I), (torch.float32, torch.bfloat16), dev)

@@ -21,7 +21,7 @@ import triton.language as tl
 from ._checks import check_tensor as _check
 from ._norm import rms_normed_rows, rms_normed_slices
 from ._products import acc_zeros, bf16_round, pair_acc_dot, pair_mode_dot, pair_slice_dot, tc_mode
-from ._checks import check_bf16_dots, split_slices, token_blocks
+from ._checks import check_bf16_dots, check_feed, split_slices, token_blocks
 from ._feed import feed_block
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
@@ -112,13 +112,10 @@ def mlp_gate_up(x, o_part, h_out, ln_w, w_gate_up, alive, act, n, eps, upstream,
     ``h_out`` store are skipped (``o_part``, ``h_out`` and ``ln_w`` are then only checked).
     ``block_k`` (normed only; 0: off): the hidden axis in sequential chunks of ``block_k`` (a power of two >= 16)
     with an accumulator tile per program, a plain GEMM for large prefill feeds (``split_k`` is then ignored)."""
-    B, S, C = x.shape
+    B, S, C = check_feed("x", x, n)
     dev = x.device
     f32 = (torch.float32,)
     wdt = (torch.float32, torch.bfloat16)
-    _check("x", x, (B, S, C), f32, dev)
-    if not 1 <= n <= S:
-        raise ValueError(f"n: expected 1 <= n <= {S}, got {n}")
     H = o_part.shape[0]
     _check("o_part", o_part, (H, B, S, C), f32, dev)
     _check("h_out", h_out, (B, S, C), f32, dev)

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import check_tensor as _check
+from ._checks import check_feed, check_tensor as _check
 from ._feed import feed_block
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
@@ -48,12 +48,9 @@ def _residual_norm_kernel(
 
 
 def _check_args(x, o_part, h_out, ln_w, alive, m_out, n):
-    B, S, C = x.shape
+    B, S, C = check_feed("x", x, n)
     dev = x.device
     f32 = (torch.float32,)
-    _check("x", x, (B, S, C), f32, dev)
-    if not 1 <= n <= S:
-        raise ValueError(f"n: expected 1 <= n <= {S}, got {n}")
     _check("o_part", o_part, (o_part.shape[0], B, S, C), f32, dev)
     _check("h_out", h_out, (B, S, C), f32, dev)
     _check("ln_w", ln_w, (C,), (torch.float32, torch.bfloat16), dev)

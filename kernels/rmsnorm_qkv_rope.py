@@ -24,7 +24,7 @@ import triton.language as tl
 from ._checks import check_tensor as _check
 from ._norm import rms_normed_rows, rms_normed_slices
 from ._products import acc_zeros, bf16_round, pair_acc_dot, pair_mode_dot, pair_slice_dot, tc_mode
-from ._checks import check_bf16_dots, split_slices, token_blocks
+from ._checks import check_bf16_dots, check_feed, split_slices, token_blocks
 from ._feed import feed_block
 from ._pdl import gdc_enter, pdl_options, pdl_wanted
 
@@ -156,13 +156,10 @@ def _rmsnorm_qkv_rope_kernel(
 
 
 def _check_args(x, parts, h_out, ln_w, w_qkv, cos_tab, sin_tab, pos, qoff, jmin, alive, q_out, k_cache, v_cache, n):
-    B, S, C = x.shape
+    B, S, C = check_feed("x", x, n)
     dev = x.device
     f32 = (torch.float32,)
     wdt = (torch.float32, torch.bfloat16)
-    _check("x", x, (B, S, C), f32, dev)
-    if not 1 <= n <= S:
-        raise ValueError(f"n: expected 1 <= n <= {S}, got {n}")
     if parts is not None:
         _check("parts", parts, (parts.shape[0], B, S, C), f32, dev)
         if h_out is None:

@@ -59,7 +59,8 @@ def test_down_matches_ref(device, n, block_n, block_c, block_k, upstream, split_
 
 
 @pytest.mark.parametrize("name,bad", [
-    ("x", lambda t: t.half()), ("o_part", lambda t: t[:, :, :5].contiguous()), ("act", lambda t: t[..., :7]),
+    ("x", lambda t: t.half()), ("x", lambda t: t[0]), ("o_part", lambda t: t[:, :, :5].contiguous()),
+    ("act", lambda t: t[..., :7]),
     ("w_gate_up", lambda t: t[:, :5].contiguous())])
 def test_gate_up_errors(device, name, bad):
     a = make_up(device)
@@ -69,13 +70,23 @@ def test_gate_up_errors(device, name, bad):
 
 
 @pytest.mark.parametrize("name,bad", [
-    ("h", lambda t: t.double()), ("w_down", lambda t: t.t()), ("out", lambda t: t[:1].contiguous()),
+    ("h", lambda t: t.double()), ("h", lambda t: t.flatten(0, 1)), ("w_down", lambda t: t.t()),
+    ("out", lambda t: t[:1].contiguous()),
     ("alive", lambda t: t.long())])
 def test_down_errors(device, name, bad):
     a = make_down(device)
     a[name] = bad(a[name])
     with pytest.raises(ValueError, match=name):
         mlp_down(**a, n=10, upstream=False)
+
+
+@pytest.mark.parametrize("n", [0, 10_000])
+def test_feed_length_out_of_range(device, n):
+    """n slots of each row: 1 <= n <= S, said by name before any launch."""
+    with pytest.raises(ValueError, match="n: expected 1 <= n"):
+        mlp_down(**make_down(device), n=n, upstream=False)
+    with pytest.raises(ValueError, match="n: expected 1 <= n"):
+        mlp_gate_up(**make_up(device), n=n, eps=1e-5, upstream=False)
 
 
 @pytest.mark.parametrize("wdtype", [torch.float32, torch.bfloat16])

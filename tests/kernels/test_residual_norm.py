@@ -59,6 +59,10 @@ def test_bad_shapes_are_named(device):
         residual_norm(**a, n=5, eps=1e-5, upstream=False)
     with pytest.raises(ValueError, match="n"):
         residual_norm(**make(device), n=0, eps=1e-5, upstream=False)
+    a = make(device)
+    a["x"] = a["x"][0]  # a feed without its row axis: named, not an unpacking error
+    with pytest.raises(ValueError, match=r"x: expected a \[B, S, C\] tensor, got shape"):
+        residual_norm(**a, n=5, eps=1e-5, upstream=False)
 
 
 def test_gate_up_block_k_needs_normed_input(device):

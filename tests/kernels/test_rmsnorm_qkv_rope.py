@@ -86,7 +86,8 @@ def test_bf16_cache(device):
 
 
 @pytest.mark.parametrize("name,bad", [
-    ("x", lambda t: t.double()), ("w_qkv", lambda t: t[:, :100].contiguous()), ("pos", lambda t: t.long()),
+    ("x", lambda t: t.double()), ("x", lambda t: t[0]), ("w_qkv", lambda t: t[:, :100].contiguous()),
+    ("pos", lambda t: t.long()),
     ("alive", lambda t: t[:1]), ("k_cache", lambda t: t.transpose(2, 3))])
 def test_launcher_errors(device, name, bad):
     a = make(device)
