@@ -315,10 +315,11 @@ def main() -> None:
     print(f"device-to-device copy (1 GiB, read + write): {copy_bandwidth():.0f} GB/s")
 
 
-def kv_bytes(cfg, budgets, rows, elem, prefill_block: int | None = 32) -> float:
+def kv_bytes(cfg, budgets, rows, elem, prefill_block: int | None) -> float:
     """Bytes of K and V the attention reads in a full-budget call: every query block reads every key it may see.
-    prefill_block: queries a prefill attention program (the fp32 engine's 32, bf16's 64); None: each prefill reads its keys
-    once, which with the decode feeds' reads is the least any implementation reads (the copy-bandwidth floor)."""
+    prefill_block: queries a prefill attention program (the fp32 engine's 32, bf16's 64); None: each prefill reads
+    its keys once, which with the decode feeds' reads is the least any implementation reads (the copy-bandwidth
+    floor)."""
     from triton_autogaze.engine.plan import make_plan
 
     d = cfg.decoder

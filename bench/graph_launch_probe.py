@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 import time
+from contextlib import ExitStack
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
+    from triton_autogaze.engine.branches import Branches
     from triton_autogaze.kernels import _pdl
 
     t = torch.zeros(1, dtype=torch.int32, device="cuda")
@@ -52,10 +54,6 @@ def main() -> None:
         "triton PDL": lambda: _pdl._increment_kernel[(1,)](t, GDC=2, launch_pdl=True, num_warps=1),
     }
     s = torch.cuda.Stream()
-    from contextlib import ExitStack
-
-    from triton_autogaze.engine.branches import Branches
-
     br = Branches.for_device(torch.device("cuda"))
     flags = torch.ones(1, dtype=torch.int32, device="cuda")
     for name, launch in kinds.items():

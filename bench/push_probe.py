@@ -108,7 +108,7 @@ def main() -> None:
 
 def replay_times(run) -> None:
     """Host ms of each captured graph's ``replay`` over one round, per graph (the call returns once the driver
-    has queued the graph: its cost grows with the graph's nodes)."""
+    has queued the graph; bench/graph_launch_probe.py measures how that cost depends on a graph's nodes)."""
     times: dict[int, list[float]] = {}
     orig = torch.cuda.CUDAGraph.replay
 
